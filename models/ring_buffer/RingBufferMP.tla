@@ -273,7 +273,6 @@ UserWrite(v) ==
 NewRequest ==
     /\ q \in {"none", "done"}
     /\ ~cancelOwned
-    /\ completions' = 0
     /\ cancelReq'   = FALSE
     /\ cancelable'  = FALSE
 
@@ -281,9 +280,10 @@ NewRequest ==
 QueryStartArm ==
     /\ Bug # "lost_wakeup_arm_without_recheck"
     /\ NewRequest
-    /\ validated' = WalkEnd
-    /\ armed'     = WalkEnd + 1
-    /\ q'         = "armed"
+    /\ validated'   = WalkEnd
+    /\ armed'       = WalkEnd + 1
+    /\ q'           = "armed"
+    /\ completions' = 0
     /\ UNCHANGED <<cancelOwned, wokeOnLocked>>
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, pc, mine, saw>>
 
@@ -316,7 +316,8 @@ QueryStartCheck ==
     /\ validated' = WalkEnd
     /\ IF CompleteCondAt(WalkEnd)
          THEN CompleteAt(WalkEnd, 0)
-         ELSE /\ q' = "checked"
+         ELSE /\ q'           = "checked"
+              /\ completions' = 0
               /\ UNCHANGED <<armed, wokeOnLocked>>
     /\ UNCHANGED <<cancelOwned>>
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, pc, mine, saw>>

@@ -177,7 +177,9 @@ Next ==
     \/ ReserveAndLock
     \/ Publish
     \/ ReserveAndPublish
-    \/ \E o \in Offsets : LockHeader(o) \/ Submit(o) \/ Discard(o)
+    \/ \E o \in Offsets : LockHeader(o)
+    \/ \E o \in Offsets : Submit(o)
+    \/ \E o \in Offsets : Discard(o)
     \/ ConsumerRead
     \/ ConsumerDone
     \/ ReturnSpace
