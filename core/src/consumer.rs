@@ -1,0 +1,234 @@
+//! The consumer side: one consumer reads records in order, through its view of the ring.
+//!
+//! A [`Batch`] is every committed record from the consumer's position up to the first LOCKED
+//! one (records are delivered in order, so a record still being written stops the batch).
+//! Discarded records are skipped. Payloads are handed out by reference, with no copy; the
+//! space of the whole batch is returned with one release store of the consumer offset when
+//! the batch is dropped. The consumer keeps a cached copy of the producer offset and reloads
+//! it only when the cached view is used up (the idiom of rtrb's head and tail), so a batch
+//! touches the producer page at most once.
+
+use crate::placement::SharedView;
+use crate::record::{HeaderState, decode, padded_size};
+use crate::sync::Ordering;
+
+/// The one consumer of a ring.
+pub struct Consumer {
+    view: SharedView,
+    /// Where the next record starts; what the consumer page says between batches.
+    position: u64,
+    /// The producer offset as last loaded: records below it are published.
+    cached_producer: u64,
+    #[cfg(any(feature = "alloc", test, loom))]
+    _memory: Option<alloc::sync::Arc<crate::placement::HeapMemory>>,
+}
+
+impl Consumer {
+    /// A consumer over `view`, starting where the consumer page says.
+    ///
+    /// # Safety
+    ///
+    /// `view` obeys [`SharedView::new`]'s contract, and this consumer is the only one, and the
+    /// only writer of the consumer page, for as long as it lives: payloads are lent out until
+    /// their batch ends, and a write to the consumer page by anyone else could let producers
+    /// reuse them meanwhile.
+    pub unsafe fn new(view: SharedView) -> Consumer {
+        // Acquire: pairs with the host's release when it set the page (a new mapping).
+        let position = view.consumer_offset().load(Ordering::Acquire);
+        Consumer {
+            view,
+            position,
+            cached_producer: position,
+            #[cfg(any(feature = "alloc", test, loom))]
+            _memory: None,
+        }
+    }
+
+    #[cfg(any(feature = "alloc", test, loom))]
+    pub(crate) fn keep_alive(
+        mut self,
+        memory: alloc::sync::Arc<crate::placement::HeapMemory>,
+    ) -> Consumer {
+        self._memory = Some(memory);
+        self
+    }
+
+    /// Where the next record starts.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The view this consumer reads.
+    pub fn view(&self) -> &SharedView {
+        &self.view
+    }
+
+    /// Every committed record from the current position up to the first LOCKED one.
+    pub fn batch(&mut self) -> Batch<'_> {
+        self.batch_up_to(usize::MAX)
+    }
+
+    /// Like [`batch`](Self::batch), with at most `max_records` submitted records.
+    pub fn batch_up_to(&mut self, max_records: usize) -> Batch<'_> {
+        let capacity = self.view.capacity().as_u64();
+        let start = self.position;
+        let mut position = start;
+        let mut records = 0usize;
+        let mut refreshed = false;
+        while records < max_records {
+            if position == self.cached_producer {
+                if refreshed {
+                    break;
+                }
+                refreshed = true;
+                // Acquire: pairs with the producers' release of the producer offset; every
+                // header below the loaded value is written.
+                let producer = self.view.producer_offset().load(Ordering::Acquire);
+                if producer.wrapping_sub(position) > capacity {
+                    // Behind us or more than a ring ahead: not a state producers make.
+                    break;
+                }
+                self.cached_producer = producer;
+                if position == producer {
+                    break;
+                }
+            }
+            // Acquire: pairs with the commit's release store; the payload is then visible.
+            let word = self.view.header(position).len.load(Ordering::Acquire);
+            let (state, len) = decode(word);
+            if state == HeaderState::Locked {
+                break;
+            }
+            let size = padded_size(len);
+            if size > self.cached_producer - position {
+                // A record cannot end past the published offsets; stop rather than trust it.
+                break;
+            }
+            if state == HeaderState::Submitted {
+                records += 1;
+            }
+            position += size;
+        }
+        Batch {
+            consumer: self,
+            start,
+            end: position,
+            records,
+        }
+    }
+
+    /// Hands every record of one batch to `each`, then returns its space. Returns how many.
+    pub fn consume(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+        let batch = self.batch();
+        for record in batch.iter() {
+            each(record);
+        }
+        batch.len()
+    }
+}
+
+impl core::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("position", &self.position)
+            .field("cached_producer", &self.cached_producer)
+            .finish()
+    }
+}
+
+/// Committed records lent out by a consumer. Dropping the batch returns their space.
+pub struct Batch<'c> {
+    consumer: &'c mut Consumer,
+    start: u64,
+    end: u64,
+    records: usize,
+}
+
+impl Batch<'_> {
+    /// The number of submitted records in the batch (discarded ones are not counted).
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Whether the batch has no submitted record (it may still skip discarded ones).
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// The offset of the batch's first record.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The offset after the batch's last record: the consumer's position once it is dropped.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The payloads of the submitted records, in order.
+    pub fn iter(&self) -> Records<'_> {
+        Records {
+            view: &self.consumer.view,
+            position: self.start,
+            end: self.end,
+        }
+    }
+}
+
+impl<'b> IntoIterator for &'b Batch<'_> {
+    type Item = &'b [u8];
+    type IntoIter = Records<'b>;
+    fn into_iter(self) -> Records<'b> {
+        self.iter()
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.end != self.start {
+            // Release: our reads of the batch's payloads happen before the host, which
+            // acquires this value, lets producers reuse their space.
+            self.consumer
+                .view
+                .consumer_offset()
+                .store(self.end, Ordering::Release);
+            self.consumer.position = self.end;
+        }
+    }
+}
+
+/// The payloads of a batch's submitted records, in order.
+pub struct Records<'b> {
+    view: &'b SharedView,
+    position: u64,
+    end: u64,
+}
+
+impl<'b> Iterator for Records<'b> {
+    type Item = &'b [u8];
+
+    fn next(&mut self) -> Option<&'b [u8]> {
+        while self.position < self.end {
+            // Relaxed: the batch acquired this committed word already, and it cannot change
+            // until the batch returns the space.
+            let word = self.view.header(self.position).len.load(Ordering::Relaxed);
+            let (state, len) = decode(word);
+            let offset = self.position;
+            self.position += padded_size(len);
+            if state == HeaderState::Submitted {
+                #[cfg(loom)]
+                self.view.track_payload(offset, len as usize, false);
+                let ptr = self.view.payload_ptr(offset);
+                // SAFETY: the batch checked this record: committed (its header acquired), and
+                // inside the published offsets, so its bytes lie in the view
+                // (`index + padded size <= 2 * capacity`). Producers do not write them until
+                // the validated consumer offset passes them, which needs the consumer offset
+                // to pass them, which happens only when the batch, which this borrow
+                // outlives not, is dropped (`Consumer::new`'s contract rules out other
+                // writers of the consumer page).
+                return Some(unsafe { core::slice::from_raw_parts(ptr, len as usize) });
+            }
+        }
+        None
+    }
+}

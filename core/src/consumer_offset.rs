@@ -1,0 +1,94 @@
+//! The validated consumer offset: the consumer offset producers trust.
+//!
+//! The consumer page is writable by the consumer's process, so any value can appear there at
+//! any moment (in Linux this was CVE-2024-41009). Producers therefore never check free space
+//! against it. They check against the validated consumer offset in the kernel page, which
+//! advances only by walking committed (unlocked) headers from its current value toward
+//! `min(hint, producer offset)`, where the hint is the consumer page (when the ring looks full)
+//! or the offset a query carries. A hostile value can then only starve its own consumer: a
+//! value behind stops nothing but its own progress, a value ahead is cut at the producer
+//! offset and at the first LOCKED record, a value inside a record stops before that record.
+//!
+//! The walk touches one header per record and each record is walked once, so it adds no shared
+//! write per record in the common case (it runs only when the ring looks full, on each query,
+//! and on map); one walk visits at most `capacity / 8` headers.
+
+use crate::producer::{Hooks, Ring};
+use crate::record::{LEN_MASK, LOCKED, padded_size};
+use crate::sync::Ordering;
+
+impl<H: Hooks> Ring<H> {
+    /// The validated consumer offset: every record below it has been committed and returned.
+    pub fn validated_consumer_offset(&self) -> u64 {
+        // Acquire: callers that act on it (reuse space, report it) see the walk's reads.
+        self.placement()
+            .kernel()
+            .validated_consumer_offset
+            .0
+            .load(Ordering::Acquire)
+    }
+
+    /// Advances the validated consumer offset toward what the consumer page says.
+    pub(crate) fn advance_consumer_offset_from_page(&self) -> u64 {
+        // Acquire: pairs with the consumer's release store of its offset, so its reads of the
+        // records below happen before any producer reuses their space.
+        let hint = self
+            .placement()
+            .view()
+            .consumer_offset()
+            .load(Ordering::Acquire);
+        self.advance_consumer_offset(hint)
+    }
+
+    /// Advances the validated consumer offset toward `min(hint, producer offset)`, over
+    /// committed records only, and returns its new value. Any `hint` is safe.
+    ///
+    /// Callers that take `hint` from the consumer (a query) must have acquired it the way the
+    /// consumer released it; a request that carries it does so by the host's request path.
+    pub fn advance_consumer_offset(&self, hint: u64) -> u64 {
+        let kernel = self.placement().kernel();
+        let view = self.placement().view();
+        let validated = &kernel.validated_consumer_offset.0;
+        loop {
+            // Acquire: see `validated_consumer_offset`.
+            let current = validated.load(Ordering::Acquire);
+            // Acquire: every header below the producer offset is written.
+            let producer = view.producer_offset().load(Ordering::Acquire);
+            let target = hint.min(producer);
+            if target <= current {
+                return current;
+            }
+            // At most `capacity / 8` steps: each step moves at least 8 bytes, and the producer
+            // offset is never more than one capacity ahead of the validated offset.
+            let mut position = current;
+            while position < target {
+                // Acquire: pairs with the producer's release of this word at commit, so that
+                // the producer's writes happen before the space is reused.
+                let word = view.header(position).len.load(Ordering::Acquire);
+                if word & LOCKED != 0 {
+                    break;
+                }
+                let size = padded_size(word & LEN_MASK);
+                if size > target - position {
+                    // The hint ends inside this record: it was not read to its end.
+                    break;
+                }
+                position += size;
+            }
+            if position == current {
+                return current;
+            }
+            // AcqRel on success: release, so that producers that acquire the new value see
+            // the consumer's reads and the walk's acquires before they reuse the space;
+            // acquire, to read-from any earlier advance. Acquire on failure: as the load
+            // above. Exchanging from `current` only: the offsets never repeat, so success
+            // means no one advanced it during the walk, no space we walked was reused, and
+            // every header read was of the records that are there now.
+            match validated.compare_exchange(current, position, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return position,
+                Err(_) => continue,
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Where a ring's memory comes from, and the only place that turns its pointers into
+//! references.
+//!
+//! A host (the driver, usersim, a test) decides where the pages live and hands the ring their
+//! addresses: a [`SharedView`] (consumer page, producer page, data mapped twice) and, for the
+//! producer side, a [`RingPlacement`] that adds the private kernel page. [`HeapRing`] places a
+//! ring in ordinary heap memory for tests, benchmarks and miri.
+//!
+//! Ordinary memory stands in for the double mapping because of one rule that both sides keep:
+//! a record is only ever accessed through its start index, `offset & (capacity - 1)`, up to
+//! `index + padded size <= 2 * capacity`. A wrapping record then lies in the second copy for
+//! producer and consumer alike, and no byte is ever reached through both copies while it
+//! belongs to one record, so the two copies never need to agree.
+
+use core::ptr::NonNull;
+
+use crate::layout::{Capacity, ConsumerPage, KernelPage, ProducerPage};
+use crate::record::{HEADER_SIZE, RECORD_ALIGN, RecordHeader};
+use crate::sync::AtomicU64;
+
+/// Why a host's pointers were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacementError {
+    /// A page or the data pointer is null.
+    Null,
+    /// A page or the data is not aligned to 8 bytes.
+    Misaligned,
+}
+
+impl core::fmt::Display for PlacementError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PlacementError::Null => "a ring page address is null",
+            PlacementError::Misaligned => "a ring page address is not aligned to 8 bytes",
+        })
+    }
+}
+
+impl core::error::Error for PlacementError {}
+
+/// What the consumer sees of a ring: the consumer page, the producer page, and the data
+/// mapped twice back to back. The producer side holds one too, over the same memory.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedView {
+    consumer_page: NonNull<ConsumerPage>,
+    producer_page: NonNull<ProducerPage>,
+    data: NonNull<u8>,
+    capacity: Capacity,
+    /// Under loom the headers live in a side table of modelled atomics, one per 8 data bytes,
+    /// since loom cannot model atomics placed in raw bytes.
+    #[cfg(loom)]
+    headers: NonNull<RecordHeader>,
+    /// Under loom, one tracked cell per 8 data bytes: payload writes and reads register
+    /// accesses on them, so that loom reports any payload access the ring's orderings do
+    /// not put in order (a consumer reading before the commit, a producer reusing space the
+    /// consumer still reads).
+    #[cfg(loom)]
+    shadow: NonNull<loom::cell::UnsafeCell<()>>,
+}
+
+// SAFETY: a view is a set of addresses of memory shared on purpose; every access through it
+// is atomic (pages, headers) or covered by the ring protocol (payloads), as argued where the
+// accesses are made.
+unsafe impl Send for SharedView {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SharedView {}
+
+fn checked<T>(ptr: *mut T) -> Result<NonNull<T>, PlacementError> {
+    let ptr = NonNull::new(ptr).ok_or(PlacementError::Null)?;
+    if ptr.as_ptr() as usize % RECORD_ALIGN != 0 {
+        return Err(PlacementError::Misaligned);
+    }
+    Ok(ptr)
+}
+
+impl SharedView {
+    /// Makes a view of a ring placed by the caller.
+    ///
+    /// # Safety
+    ///
+    /// For as long as any `Ring` or `Consumer` made from this view lives:
+    /// - `consumer_page` and `producer_page` point to at least 8 bytes each, readable (and
+    ///   writable for the side that writes them: the consumer its page, producers theirs);
+    /// - `data` points to `2 * capacity` bytes, readable by the consumer and readable and
+    ///   writable by producers, either a double mapping (byte `capacity + i` is byte `i`) or
+    ///   ordinary memory (see the module comment);
+    /// - nothing but rings and consumers made from views of this memory writes to it through
+    ///   Rust references, and at most one `Consumer` is made from it at a time.
+    ///
+    /// Null or misaligned addresses are refused with an error.
+    pub unsafe fn new(
+        consumer_page: *mut u8,
+        producer_page: *mut u8,
+        data: *mut u8,
+        capacity: Capacity,
+    ) -> Result<SharedView, PlacementError> {
+        #[cfg(loom)]
+        let headers = {
+            let table: alloc::vec::Vec<RecordHeader> = (0..capacity.bytes() / HEADER_SIZE)
+                .map(|_| RecordHeader::default())
+                .collect();
+            // Leaked on purpose: a loom model builds a few small rings.
+            NonNull::from(alloc::boxed::Box::leak(table.into_boxed_slice())).cast()
+        };
+        #[cfg(loom)]
+        let shadow = {
+            let table: alloc::vec::Vec<loom::cell::UnsafeCell<()>> = (0..capacity.bytes()
+                / HEADER_SIZE)
+                .map(|_| loom::cell::UnsafeCell::new(()))
+                .collect();
+            NonNull::from(alloc::boxed::Box::leak(table.into_boxed_slice())).cast()
+        };
+        Ok(SharedView {
+            consumer_page: checked(consumer_page.cast())?,
+            producer_page: checked(producer_page.cast())?,
+            data: checked(data)?,
+            capacity,
+            #[cfg(loom)]
+            headers,
+            #[cfg(loom)]
+            shadow,
+        })
+    }
+
+    /// The data capacity.
+    #[inline]
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    /// The consumer page's `consumer_offset`, which the consumer writes (untrusted).
+    #[inline]
+    pub(crate) fn consumer_offset(&self) -> &AtomicU64 {
+        // SAFETY: `new`'s contract: the page is valid and aligned for as long as `self` is
+        // used; it is only ever accessed atomically.
+        unsafe { &self.consumer_page.as_ref().consumer_offset }
+    }
+
+    /// The producer page's `producer_offset`.
+    #[inline]
+    pub(crate) fn producer_offset(&self) -> &AtomicU64 {
+        // SAFETY: as for `consumer_offset`.
+        unsafe { &self.producer_page.as_ref().producer_offset }
+    }
+
+    /// The header of the record that starts at `offset`. Any offset is fine: it is masked
+    /// into the data, and every 8-aligned index leaves room for a header before the end.
+    #[inline]
+    pub(crate) fn header(&self, offset: u64) -> &RecordHeader {
+        let index = self.capacity.index(offset) & !(HEADER_SIZE - 1);
+        #[cfg(not(loom))]
+        // SAFETY: `index + 8 <= capacity` (index is a multiple of 8 below the capacity), the
+        // data is 8-aligned and valid for the view's lifetime (`new`'s contract), and headers
+        // are only ever accessed atomically.
+        unsafe {
+            self.data.add(index).cast::<RecordHeader>().as_ref()
+        }
+        #[cfg(loom)]
+        // SAFETY: the side table has `capacity / 8` entries and lives as long as the program.
+        unsafe {
+            self.headers.add(index / HEADER_SIZE).as_ref()
+        }
+    }
+
+    /// Under loom: registers a payload access of `bytes` bytes at `offset` with the model
+    /// (a write if `write`), slot by slot, as the double mapping places them.
+    #[cfg(loom)]
+    pub(crate) fn track_payload(&self, offset: u64, bytes: usize, write: bool) {
+        let slots = (HEADER_SIZE + bytes).div_ceil(HEADER_SIZE);
+        for slot in 0..slots {
+            let index = self.capacity.index(offset + (slot * HEADER_SIZE) as u64) / HEADER_SIZE;
+            // SAFETY: the shadow table has `capacity / 8` entries and lives forever.
+            let cell = unsafe { self.shadow.add(index).as_ref() };
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+    }
+
+    /// Where the payload of the record that starts at `offset` begins. The payload's bytes
+    /// up to `index + padded size <= 2 * capacity` are inside the view.
+    #[inline]
+    pub(crate) fn payload_ptr(&self, offset: u64) -> *mut u8 {
+        let index = self.capacity.index(offset);
+        // SAFETY: `index + HEADER_SIZE <= capacity < 2 * capacity`: in bounds of the data.
+        unsafe { self.data.as_ptr().add(index + HEADER_SIZE) }
+    }
+}
+
+/// Everything a producer side needs: the shared view and the private kernel page.
+#[derive(Clone, Copy, Debug)]
+pub struct RingPlacement {
+    kernel_page: NonNull<KernelPage>,
+    view: SharedView,
+}
+
+// SAFETY: as for `SharedView`: only atomics and protocol-covered payloads are reached.
+unsafe impl Send for RingPlacement {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for RingPlacement {}
+
+impl RingPlacement {
+    /// Adds the kernel page to a view.
+    ///
+    /// # Safety
+    ///
+    /// `kernel_page` points to a page readable and writable by the host, never mapped into a
+    /// consumer, valid for as long as any `Ring` made from this placement lives, and used by
+    /// at most one `Ring` at a time. `view` obeys [`SharedView::new`]'s contract.
+    pub unsafe fn new(
+        kernel_page: *mut u8,
+        view: SharedView,
+    ) -> Result<RingPlacement, PlacementError> {
+        Ok(RingPlacement {
+            kernel_page: checked(kernel_page.cast())?,
+            view,
+        })
+    }
+
+    /// The shared view.
+    pub fn view(&self) -> &SharedView {
+        &self.view
+    }
+
+    #[inline]
+    pub(crate) fn kernel(&self) -> &KernelPage {
+        // SAFETY: `new`'s contract; the kernel page is only ever accessed atomically.
+        unsafe { self.kernel_page.as_ref() }
+    }
+}
+
+#[cfg(any(feature = "alloc", test, loom))]
+mod heap {
+    use alloc::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+    use alloc::sync::Arc;
+
+    use super::{RingPlacement, SharedView};
+    use crate::consumer::Consumer;
+    use crate::layout::{Capacity, PAGE_SIZE, RingLayout};
+    use crate::producer::{Hooks, Ring};
+
+    /// Heap memory for one ring: three pages and the data twice, zeroed, page-aligned.
+    #[derive(Debug)]
+    pub struct HeapMemory {
+        base: *mut u8,
+        layout: Layout,
+    }
+
+    // SAFETY: the memory is plain bytes; who touches it, and how, is the ring's business.
+    unsafe impl Send for HeapMemory {}
+    // SAFETY: as for `Send`.
+    unsafe impl Sync for HeapMemory {}
+
+    impl HeapMemory {
+        fn new(capacity: Capacity) -> HeapMemory {
+            let bytes = capacity.layout().region_bytes();
+            let layout = Layout::from_size_align(bytes, PAGE_SIZE)
+                .expect("a ring region of at most 2 GiB + 3 pages is a valid layout");
+            // SAFETY: `layout` has a non-zero size.
+            let base = unsafe { alloc_zeroed(layout) };
+            if base.is_null() {
+                handle_alloc_error(layout);
+            }
+            HeapMemory { base, layout }
+        }
+
+        fn at(&self, offset: usize) -> *mut u8 {
+            debug_assert!(offset < self.layout.size());
+            // SAFETY: `offset` is one of `RingLayout`'s page offsets, inside the allocation.
+            unsafe { self.base.add(offset) }
+        }
+    }
+
+    impl Drop for HeapMemory {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout, freed once.
+            unsafe { dealloc(self.base, self.layout) }
+        }
+    }
+
+    /// A ring in ordinary heap memory, for tests, benchmarks and miri. Derefs to its [`Ring`].
+    pub struct HeapRing<H: Hooks = ()> {
+        ring: Ring<H>,
+        _memory: Arc<HeapMemory>,
+    }
+
+    impl<H: Hooks> HeapRing<H> {
+        /// Places a ring of `capacity` bytes on the heap; returns the producer side and the
+        /// one consumer. The memory lives until both are dropped.
+        pub fn new(capacity: Capacity, hooks: H) -> (HeapRing<H>, Consumer) {
+            let memory = Arc::new(HeapMemory::new(capacity));
+            // SAFETY: the addresses are page-aligned pages of one live allocation, kept alive
+            // by the `Arc` held by both sides; the data is `2 * capacity` ordinary bytes (see
+            // the module comment); the kernel page is used by this one ring only, and exactly
+            // one consumer is made.
+            let (placement, consumer) = unsafe {
+                let view = SharedView::new(
+                    memory.at(RingLayout::CONSUMER_PAGE),
+                    memory.at(RingLayout::PRODUCER_PAGE),
+                    memory.at(RingLayout::DATA),
+                    capacity,
+                )
+                .expect("heap pages are non-null and page-aligned");
+                let placement = RingPlacement::new(memory.at(RingLayout::KERNEL_PAGE), view)
+                    .expect("heap pages are non-null and page-aligned");
+                let consumer = Consumer::new(view).keep_alive(memory.clone());
+                (placement, consumer)
+            };
+            // SAFETY: as above.
+            let ring = unsafe { Ring::new(placement, hooks) };
+            (
+                HeapRing {
+                    ring,
+                    _memory: memory,
+                },
+                consumer,
+            )
+        }
+    }
+
+    impl<H: Hooks> core::ops::Deref for HeapRing<H> {
+        type Target = Ring<H>;
+        fn deref(&self) -> &Ring<H> {
+            &self.ring
+        }
+    }
+}
+
+#[cfg(any(feature = "alloc", test, loom))]
+pub use heap::{HeapMemory, HeapRing};

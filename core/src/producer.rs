@@ -1,0 +1,379 @@
+//! The producer side: many producers reserve, write, then submit or discard records, without
+//! locks and without ever waiting for the consumer.
+//!
+//! Reserve is a compare-and-swap of the reserve offset (kernel page), checked against the
+//! validated consumer offset so that no record still being read or written is overwritten. The
+//! reserving producer then writes the record's header with LOCKED set, waits until every
+//! earlier reservation is published (`producer_offset == start`), and publishes its own with a
+//! release store of the producer offset. Offsets are therefore published in reservation order,
+//! and every header below the producer offset is written: the consumer never sees an
+//! uninitialised record (the seed's `buggy_publish_before_lock` bug).
+//!
+//! In the kernel a reserve runs at DISPATCH_LEVEL, so a producer that waits for an earlier one
+//! cannot have preempted it on the same processor; in user mode [`Hooks::relax`] decides how
+//! to wait.
+
+use core::fmt;
+
+use crate::layout::Capacity;
+use crate::placement::RingPlacement;
+use crate::record::{DISCARDED, LOCKED, MAX_PAYLOAD, RecordHeader, padded_size, page_offset_of};
+use crate::sync::{Ordering, fence, spin_hint};
+
+/// What the host does for the ring at the two places the ring cannot decide alone.
+pub trait Hooks: Sync {
+    /// A producer just committed the record at `head` of `ring`, and a query was armed for
+    /// exactly that record ([`Ring::arm_query`]). The host completes the query if it still
+    /// waits for it ([`Ring::disarm_query_for`] tells, under the host's query lock). Runs in
+    /// the producer's context, at the producer's IRQL in the kernel.
+    fn wake_query(&self, ring: &Ring<Self>, head: u64)
+    where
+        Self: Sized,
+    {
+        let _ = (ring, head);
+    }
+
+    /// A producer waits for an earlier producer to publish; `spins` counts the waits so far.
+    /// The default is a CPU spin hint, right in the kernel where the wait runs at
+    /// DISPATCH_LEVEL; a user-mode host with more producer threads than processors should
+    /// yield after a few spins.
+    fn relax(&self, spins: u32) {
+        let _ = spins;
+        spin_hint();
+    }
+}
+
+/// No query to wake, spin while waiting: for tests and benchmarks.
+impl Hooks for () {}
+
+/// Why a reservation failed. A failed reservation changes nothing but, for [`Full`], the
+/// drop counter.
+///
+/// [`Full`]: ReserveError::Full
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReserveError {
+    /// A record must carry at least one byte.
+    Empty,
+    /// The payload is longer than a record can say (2^30 - 1 bytes).
+    TooLong {
+        /// The payload length asked for.
+        len: usize,
+    },
+    /// The record with its header and padding is larger than the whole ring.
+    LargerThanRing {
+        /// The payload length asked for.
+        len: usize,
+        /// The ring's capacity.
+        capacity: Capacity,
+    },
+    /// There is no room now: the consumer has not returned enough space. Counted as dropped.
+    Full,
+}
+
+impl fmt::Display for ReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ReserveError::Empty => f.write_str("a record must carry at least one byte"),
+            ReserveError::TooLong { len } => write!(
+                f,
+                "a record of {len} bytes is longer than the longest possible ({MAX_PAYLOAD} bytes)"
+            ),
+            ReserveError::LargerThanRing { len, capacity } => write!(
+                f,
+                "a record of {len} bytes does not fit in a ring of {capacity} (8 bytes of header, padded to 8)"
+            ),
+            ReserveError::Full => {
+                f.write_str("the ring is full: the consumer has not returned enough space")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ReserveError {}
+
+/// The producer side of a ring: shared by every producer (`&Ring` is all a producer needs).
+pub struct Ring<H: Hooks = ()> {
+    placement: RingPlacement,
+    hooks: H,
+}
+
+impl<H: Hooks> Ring<H> {
+    /// Starts a ring, empty, in the placement's memory.
+    ///
+    /// # Safety
+    ///
+    /// The placement's contract ([`RingPlacement::new`]) holds for the life of the ring, and no
+    /// other `Ring` uses the same kernel page at the same time.
+    pub unsafe fn new(placement: RingPlacement, hooks: H) -> Ring<H> {
+        let ring = Ring { placement, hooks };
+        let kernel = ring.placement.kernel();
+        // Relaxed: nobody shares the ring yet; whatever hands it to other threads or maps it
+        // into a consumer orders these stores before their first access.
+        kernel.reserve_offset.0.store(0, Ordering::Relaxed);
+        kernel
+            .validated_consumer_offset
+            .0
+            .store(0, Ordering::Relaxed);
+        kernel.armed.0.store(0, Ordering::Relaxed);
+        kernel.dropped.0.store(0, Ordering::Relaxed);
+        let view = ring.placement.view();
+        view.producer_offset().store(0, Ordering::Relaxed);
+        view.consumer_offset().store(0, Ordering::Relaxed);
+        ring
+    }
+
+    /// The data capacity.
+    #[inline]
+    pub fn capacity(&self) -> Capacity {
+        self.placement.view().capacity()
+    }
+
+    /// The host's hooks.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    pub(crate) fn placement(&self) -> &RingPlacement {
+        &self.placement
+    }
+
+    /// Reserves room for a record of `len` payload bytes.
+    ///
+    /// Fails at once, changing nothing, for 0 bytes, more than 2^30 - 1, or a record larger
+    /// than the ring; fails with [`ReserveError::Full`] (and counts a drop) when the consumer
+    /// has not returned enough space. Never waits for the consumer; waits only, briefly, for
+    /// producers that reserved earlier to publish.
+    pub fn reserve(&self, len: usize) -> Result<Reservation<'_, H>, ReserveError> {
+        let capacity = self.capacity();
+        if len == 0 {
+            return Err(ReserveError::Empty);
+        }
+        if len > MAX_PAYLOAD as usize {
+            return Err(ReserveError::TooLong { len });
+        }
+        let size = padded_size(len as u32);
+        if size > capacity.as_u64() {
+            return Err(ReserveError::LargerThanRing { len, capacity });
+        }
+        let kernel = self.placement.kernel();
+        let reserve = &kernel.reserve_offset.0;
+        // Relaxed: the reserve offset only hands out ranges; it guards no data. The bytes of
+        // a range are guarded by the validated consumer offset (acquired below) and published
+        // by the producer offset.
+        let mut start = reserve.load(Ordering::Relaxed);
+        // Acquire: pairs with the release that advanced it (consumer_offset.rs), so that the
+        // consumer's reads of the space we are about to reuse happen before our writes.
+        let mut consumer = kernel.validated_consumer_offset.0.load(Ordering::Acquire);
+        loop {
+            if start + size > consumer + capacity.as_u64() {
+                // Looks full: return what the consumer has read, then look again.
+                consumer = self.advance_consumer_offset_from_page();
+                if start + size > consumer + capacity.as_u64() {
+                    // Relaxed: see the first load of `reserve`.
+                    let now = reserve.load(Ordering::Relaxed);
+                    if now != start {
+                        start = now;
+                        continue;
+                    }
+                    // Relaxed: a statistic; nothing is ordered by it.
+                    kernel.dropped.0.fetch_add(1, Ordering::Relaxed);
+                    return Err(ReserveError::Full);
+                }
+            }
+            // Relaxed on both paths, as for the loads of `reserve`: the range is ours by the
+            // atomicity of the exchange alone.
+            match reserve.compare_exchange_weak(
+                start,
+                start + size,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => start = now,
+            }
+        }
+
+        let view = self.placement.view();
+        let header = view.header(start);
+        // Relaxed: no one reads this header before the producer offset passes it, and the
+        // release store of the producer offset below publishes it.
+        header.len.store(LOCKED | len as u32, Ordering::Relaxed);
+        header
+            .page_offset
+            .store(page_offset_of(capacity.index(start)), Ordering::Relaxed);
+
+        let producer_offset = view.producer_offset();
+        let mut spins = 0u32;
+        // Acquire: the producer before us released its header with the value we wait for.
+        // Our release below is a plain store, which does not continue that producer's release
+        // sequence, so we must acquire its header ourselves to pass it on to the consumer.
+        while producer_offset.load(Ordering::Acquire) != start {
+            self.hooks.relax(spins);
+            spins = spins.wrapping_add(1);
+        }
+        // Release: a consumer that acquires `start + size` sees our LOCKED header and, through
+        // the acquire above, every earlier one.
+        producer_offset.store(start + size, Ordering::Release);
+
+        Ok(Reservation {
+            ring: self,
+            start,
+            len: len as u32,
+            committed: false,
+        })
+    }
+
+    /// Reserves, copies `payload` in, and submits. Returns the record's offset.
+    pub fn write(&self, payload: &[u8]) -> Result<u64, ReserveError> {
+        let mut reservation = self.reserve(payload.len())?;
+        reservation.payload().copy_from_slice(payload);
+        let offset = reservation.offset();
+        reservation.submit();
+        Ok(offset)
+    }
+
+    /// Reservations refused because the ring was full, since the ring started.
+    pub fn dropped(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.placement.kernel().dropped.0.load(Ordering::Relaxed)
+    }
+
+    /// The producer offset: every record below it is published.
+    pub fn producer_offset(&self) -> u64 {
+        // Acquire: callers that read headers below it must see them written.
+        self.placement
+            .view()
+            .producer_offset()
+            .load(Ordering::Acquire)
+    }
+
+    /// The reserve offset: where the next reservation starts.
+    pub fn reserve_offset(&self) -> u64 {
+        // Relaxed: a snapshot for statistics.
+        self.placement
+            .kernel()
+            .reserve_offset
+            .0
+            .load(Ordering::Relaxed)
+    }
+
+    /// What the consumer page says now: untrusted, any value.
+    pub fn consumer_page_offset(&self) -> u64 {
+        // Relaxed: a snapshot; whoever acts on it validates it first.
+        self.placement
+            .view()
+            .consumer_offset()
+            .load(Ordering::Relaxed)
+    }
+
+    /// Sets the consumer page to the validated consumer offset: what a new consumer mapping
+    /// starts from. Only while no consumer is mapped.
+    pub fn reset_consumer_page(&self) -> u64 {
+        let validated = self.validated_consumer_offset();
+        // Release: a consumer that maps the page later starts from here (mapping orders it).
+        self.placement
+            .view()
+            .consumer_offset()
+            .store(validated, Ordering::Release);
+        validated
+    }
+
+    /// Writes `value` into the consumer page, as a hostile consumer process may at any time.
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn hostile_store_consumer_page(&self, value: u64) {
+        // Relaxed: hostile writers order nothing.
+        self.placement
+            .view()
+            .consumer_offset()
+            .store(value, Ordering::Relaxed);
+    }
+
+    /// Commits the record at `start`: one release store of its header, then the check for a
+    /// query waiting on it.
+    fn commit(&self, start: u64, len: u32, flags: u32) {
+        let header: &RecordHeader = self.placement.view().header(start);
+        // Release: a consumer or a validation walk that acquires this word sees the payload.
+        header.len.store(len | flags, Ordering::Release);
+        // SeqCst fence: store (header) then load (armed) here, store (armed) then load
+        // (header) in `arm_query`; with a SeqCst fence between each pair, at least one side
+        // sees the other's store, so a query is never armed for a record whose commit nobody
+        // sees (no lost wake-up). Loads only on this path: producers never write the armed
+        // word's cache line.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above.
+        if self.placement.kernel().armed.0.load(Ordering::Relaxed) == start + 1 {
+            self.hooks.wake_query(self, start);
+        }
+    }
+}
+
+/// A reserved record: write its payload, then [`submit`](Self::submit) or
+/// [`discard`](Self::discard) it. Dropping it discards it, so the ring never stalls on a
+/// record nobody will finish; forgetting it (`mem::forget`) stalls the consumer at it.
+pub struct Reservation<'r, H: Hooks = ()> {
+    ring: &'r Ring<H>,
+    start: u64,
+    len: u32,
+    committed: bool,
+}
+
+impl<H: Hooks> Reservation<'_, H> {
+    /// The record's offset: what identifies it to the consumer and the query.
+    pub fn offset(&self) -> u64 {
+        self.start
+    }
+
+    /// The payload length.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Never true: a reservation carries at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The payload bytes, to write.
+    pub fn payload(&mut self) -> &mut [u8] {
+        let view = self.ring.placement().view();
+        #[cfg(loom)]
+        view.track_payload(self.start, self.len as usize, true);
+        let ptr = view.payload_ptr(self.start);
+        // SAFETY: the bytes lie in the view (`index + padded size <= 2 * capacity`, see
+        // `SharedView::payload_ptr`) and belong to this reservation alone: the compare-and-swap
+        // gave this range to no other producer; the consumer stops at its LOCKED header; the
+        // validated consumer offset never passes a LOCKED header, so no later reservation
+        // reaches it. `&mut self` keeps the borrow unique.
+        unsafe { core::slice::from_raw_parts_mut(ptr, self.len as usize) }
+    }
+
+    /// Submits the record: the consumer will hand it out.
+    pub fn submit(mut self) {
+        self.committed = true;
+        self.ring.commit(self.start, self.len, 0);
+    }
+
+    /// Discards the record: the consumer will skip it and return its space.
+    pub fn discard(mut self) {
+        self.committed = true;
+        self.ring.commit(self.start, self.len, DISCARDED);
+    }
+}
+
+impl<H: Hooks> Drop for Reservation<'_, H> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.ring.commit(self.start, self.len, DISCARDED);
+        }
+    }
+}
+
+impl<H: Hooks> fmt::Debug for Reservation<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("offset", &self.start)
+            .field("len", &self.len)
+            .finish()
+    }
+}

@@ -1,0 +1,395 @@
+//! Unit tests of the ring: producer, consumer, validated consumer offset, query handshake.
+//! They run under miri too (`cargo +nightly miri test -p ringmap-core`).
+
+use std::sync::Mutex;
+use std::vec::Vec;
+
+use crate::layout::Capacity;
+use crate::placement::HeapRing;
+use crate::producer::{Hooks, ReserveError};
+use crate::record::{DISCARDED, LOCKED, MAX_PAYLOAD, padded_size};
+use crate::sync::Ordering;
+
+fn page() -> Capacity {
+    Capacity::new(4096).unwrap()
+}
+
+fn drain(consumer: &mut crate::Consumer) -> Vec<Vec<u8>> {
+    let batch = consumer.batch();
+    batch.iter().map(|r| r.to_vec()).collect()
+}
+
+#[test]
+fn reserve_refuses_impossible_lengths_and_changes_nothing() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    assert_eq!(ring.reserve(0).unwrap_err(), ReserveError::Empty);
+    assert_eq!(
+        ring.reserve(MAX_PAYLOAD as usize + 1).unwrap_err(),
+        ReserveError::TooLong {
+            len: MAX_PAYLOAD as usize + 1
+        }
+    );
+    assert_eq!(
+        ring.reserve(usize::MAX).unwrap_err(),
+        ReserveError::TooLong { len: usize::MAX }
+    );
+    assert_eq!(
+        ring.reserve(4089).unwrap_err(),
+        ReserveError::LargerThanRing {
+            len: 4089,
+            capacity: page()
+        }
+    );
+    assert_eq!(ring.reserve_offset(), 0);
+    assert_eq!(ring.producer_offset(), 0);
+    assert_eq!(ring.dropped(), 0);
+}
+
+#[test]
+fn errors_are_sentences() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    let text = ring.reserve(5000).unwrap_err().to_string();
+    assert!(
+        text.contains("5000") && text.contains("does not fit"),
+        "{text}"
+    );
+    assert!(ReserveError::Full.to_string().contains("full"));
+}
+
+#[test]
+fn a_submitted_record_comes_out_once() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    let offset = ring.write(b"hello").unwrap();
+    assert_eq!(offset, 0);
+    assert_eq!(ring.producer_offset(), padded_size(5));
+    assert_eq!(drain(&mut consumer), [b"hello".to_vec()]);
+    assert_eq!(consumer.position(), 16);
+    assert!(drain(&mut consumer).is_empty());
+}
+
+#[test]
+fn reserve_writes_a_locked_header_and_the_page_offset() {
+    let (ring, _consumer) = HeapRing::new(Capacity::new(16384).unwrap(), ());
+    // Move the reserve offset onto the third page.
+    for _ in 0..2 {
+        ring.write(&[0u8; 4088]).unwrap();
+    }
+    let r = ring.reserve(3).unwrap();
+    let header = ring.placement().view().header(r.offset());
+    assert_eq!(header.len.load(Ordering::Relaxed), LOCKED | 3);
+    assert_eq!(header.page_offset.load(Ordering::Relaxed), 2);
+    r.submit();
+    assert_eq!(header.len.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn payloads_are_lent_from_the_ring_not_copied() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.write(b"zero-copy").unwrap();
+    let expected = ring.placement().view().payload_ptr(0) as *const u8;
+    let batch = consumer.batch();
+    let record = batch.iter().next().unwrap();
+    assert_eq!(record.as_ptr(), expected);
+}
+
+#[test]
+fn a_locked_head_stops_the_batch_and_order_is_kept() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    let mut first = ring.reserve(1).unwrap();
+    let mut second = ring.reserve(1).unwrap();
+    first.payload()[0] = 1;
+    second.payload()[0] = 2;
+    second.submit();
+    assert!(drain(&mut consumer).is_empty(), "the head is still LOCKED");
+    assert_eq!(consumer.position(), 0);
+    first.submit();
+    assert_eq!(drain(&mut consumer), [vec![1], vec![2]]);
+}
+
+#[test]
+fn a_discarded_head_is_skipped_and_its_space_returned() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.reserve(100).unwrap().discard();
+    ring.write(b"kept").unwrap();
+    let batch = consumer.batch();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.iter().collect::<Vec<_>>(), [b"kept"]);
+    assert_eq!(batch.end(), padded_size(100) + padded_size(4));
+    drop(batch);
+    assert_eq!(
+        ring.consumer_page_offset(),
+        padded_size(100) + padded_size(4)
+    );
+}
+
+#[test]
+fn a_dropped_reservation_is_discarded() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    {
+        let mut r = ring.reserve(8).unwrap();
+        r.payload().fill(7);
+    }
+    ring.write(b"after").unwrap();
+    assert_eq!(drain(&mut consumer), [b"after".to_vec()]);
+    let header = ring.placement().view().header(0);
+    assert_eq!(header.len.load(Ordering::Relaxed), DISCARDED | 8);
+}
+
+#[test]
+fn exactly_full_then_one_more_is_dropped() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    // 4096 bytes = 64 records of 56 payload bytes (64 bytes padded).
+    for i in 0..64u8 {
+        ring.write(&[i; 56]).unwrap();
+    }
+    assert_eq!(ring.producer_offset(), 4096);
+    assert_eq!(ring.reserve(1).unwrap_err(), ReserveError::Full);
+    assert_eq!(ring.dropped(), 1);
+    assert_eq!(
+        ring.reserve_offset(),
+        4096,
+        "a failed reserve moves nothing"
+    );
+    let records = drain(&mut consumer);
+    assert_eq!(records.len(), 64);
+    assert!(records.iter().enumerate().all(|(i, r)| r == &[i as u8; 56]));
+    // The space comes back lazily, on the next reserve that finds the ring full.
+    ring.write(b"again").unwrap();
+    assert_eq!(ring.validated_consumer_offset(), 4096);
+    assert_eq!(drain(&mut consumer), [b"again".to_vec()]);
+}
+
+#[test]
+fn a_record_the_size_of_the_ring() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    let payload: Vec<u8> = (0..4088).map(|i| i as u8).collect();
+    ring.write(&payload).unwrap();
+    assert_eq!(ring.reserve(1).unwrap_err(), ReserveError::Full);
+    assert_eq!(drain(&mut consumer), [payload.clone()]);
+    // Once more, now that the offsets are one lap further.
+    ring.write(&payload).unwrap();
+    assert_eq!(ring.producer_offset(), 8192);
+    assert_eq!(drain(&mut consumer), [payload]);
+}
+
+#[test]
+fn a_record_that_wraps_is_contiguous() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.write(&[0u8; 4000]).unwrap(); // 4008 bytes, padded 4008
+    assert_eq!(drain(&mut consumer).len(), 1);
+    // Starts at index 4008, ends 200 bytes into the next lap.
+    let payload: Vec<u8> = (0..280u32).map(|i| (i * 7) as u8).collect();
+    let offset = ring.write(&payload).unwrap();
+    assert_eq!(offset, 4008);
+    assert!(ring.capacity().index(offset) + padded_size(280) as usize > 4096);
+    assert_eq!(drain(&mut consumer), [payload]);
+}
+
+#[test]
+fn batches_can_be_limited() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    for i in 0..5u8 {
+        ring.write(&[i]).unwrap();
+    }
+    {
+        let batch = consumer.batch_up_to(2);
+        assert_eq!(batch.iter().collect::<Vec<_>>(), [[0u8], [1u8]]);
+    }
+    assert_eq!(consumer.position(), 32);
+    assert_eq!(consumer.consume(|_| {}), 3);
+}
+
+#[test]
+fn space_is_returned_once_per_batch_when_it_ends() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.write(b"a").unwrap();
+    ring.write(b"b").unwrap();
+    let batch = consumer.batch();
+    assert_eq!(batch.len(), 2);
+    assert_eq!(ring.consumer_page_offset(), 0, "not while records are lent");
+    drop(batch);
+    assert_eq!(ring.consumer_page_offset(), 32);
+}
+
+#[test]
+fn an_empty_batch_writes_nothing() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.placement()
+        .view()
+        .consumer_offset()
+        .store(12345, Ordering::Relaxed);
+    assert!(consumer.batch().is_empty());
+    assert_eq!(ring.consumer_page_offset(), 12345);
+}
+
+#[test]
+fn the_validated_offset_never_passes_the_producer_or_a_locked_record() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    ring.write(&[1; 8]).unwrap(); // 0..16
+    let locked = ring.reserve(8).unwrap(); // 16..32
+    ring.write(&[3; 8]).unwrap(); // 32..48
+    assert_eq!(ring.advance_consumer_offset(u64::MAX), 16);
+    assert_eq!(ring.advance_consumer_offset(u64::MAX), 16);
+    locked.submit();
+    assert_eq!(
+        ring.advance_consumer_offset(u64::MAX),
+        48,
+        "cut at the producer"
+    );
+    assert_eq!(ring.advance_consumer_offset(0), 48, "never backwards");
+}
+
+#[test]
+fn the_validated_offset_stops_before_a_record_the_hint_cuts() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    ring.write(&[1; 8]).unwrap(); // 0..16
+    ring.write(&[2; 8]).unwrap(); // 16..32
+    assert_eq!(ring.advance_consumer_offset(24), 16);
+    assert_eq!(ring.advance_consumer_offset(31), 16);
+    assert_eq!(ring.advance_consumer_offset(32), 32);
+}
+
+#[test]
+fn a_hostile_consumer_page_cannot_free_a_locked_record() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    let mut held = ring.reserve(2040).unwrap(); // 0..2048
+    held.payload().fill(0xAA);
+    ring.write(&[1; 2040]).unwrap(); // 2048..4096
+    for hostile in [u64::MAX, 4096, 2048, 1 << 40, 8] {
+        ring.placement()
+            .view()
+            .consumer_offset()
+            .store(hostile, Ordering::Relaxed);
+        assert_eq!(ring.reserve(8).unwrap_err(), ReserveError::Full);
+        assert_eq!(ring.validated_consumer_offset(), 0);
+    }
+    assert!(held.payload().iter().all(|&b| b == 0xAA));
+    held.submit();
+    assert_eq!(ring.dropped(), 5);
+}
+
+#[test]
+fn reset_consumer_page_sets_it_to_the_validated_offset() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    ring.write(b"x").unwrap();
+    ring.advance_consumer_offset(16);
+    ring.placement()
+        .view()
+        .consumer_offset()
+        .store(999, Ordering::Relaxed);
+    assert_eq!(ring.reset_consumer_page(), 16);
+    assert_eq!(ring.consumer_page_offset(), 16);
+}
+
+#[derive(Default)]
+struct RecordingHooks {
+    woken: Mutex<Vec<u64>>,
+}
+
+impl Hooks for RecordingHooks {
+    fn wake_query(&self, _ring: &crate::Ring<Self>, head: u64) {
+        self.woken.lock().unwrap().push(head);
+    }
+}
+
+#[test]
+fn a_query_armed_for_the_head_is_woken_by_its_commit_only() {
+    let (ring, _consumer) = HeapRing::new(page(), RecordingHooks::default());
+    assert!(!ring.arm_query(0), "nothing published yet");
+    assert_eq!(ring.armed_head(), Some(0));
+    let head = ring.reserve(4).unwrap();
+    let next = ring.reserve(4).unwrap();
+    next.submit();
+    assert!(ring.hooks().woken.lock().unwrap().is_empty());
+    assert!(!ring.is_committed(0));
+    head.submit();
+    assert_eq!(*ring.hooks().woken.lock().unwrap(), [0]);
+    assert!(ring.is_committed(0));
+    assert!(ring.disarm_query_for(0));
+    assert!(!ring.disarm_query_for(0), "exactly one side disarms");
+    assert_eq!(ring.armed_head(), None);
+}
+
+#[test]
+fn arming_on_a_committed_head_reports_it() {
+    let (ring, _consumer) = HeapRing::new(page(), RecordingHooks::default());
+    ring.reserve(4).unwrap().discard();
+    assert!(ring.arm_query(0), "a discarded head is committed");
+    assert!(ring.disarm_query());
+    assert!(!ring.disarm_query());
+}
+
+/// Sets the flag when dropped, so that producers stop if the consumer panics.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn many_producers_keep_their_order_and_lose_nothing() {
+    const PRODUCERS: u64 = 3;
+    #[cfg(miri)]
+    const PER_PRODUCER: u64 = 30;
+    #[cfg(not(miri))]
+    const PER_PRODUCER: u64 = 20_000;
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut next = [0u64; PRODUCERS as usize];
+    let mut failed_reserves = 0;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (ring, stop) = (&ring, &stop);
+                s.spawn(move || {
+                    let mut failed = 0u64;
+                    let mut seq = 0u64;
+                    while seq < PER_PRODUCER && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        // 16 to 23 bytes: producer id, sequence number, a tail of varying length.
+                        let mut payload = [0xEEu8; 23];
+                        payload[..8].copy_from_slice(&p.to_le_bytes());
+                        payload[8..16].copy_from_slice(&seq.to_le_bytes());
+                        match ring.write(&payload[..16 + (seq % 8) as usize]) {
+                            Ok(_) => seq += 1,
+                            Err(ReserveError::Full) => {
+                                failed += 1;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let _stop_producers_if_this_panics = StopOnDrop(&stop);
+        let mut received = 0;
+        while received < PRODUCERS * PER_PRODUCER {
+            let batch = consumer.batch();
+            for record in &batch {
+                let p = u64::from_le_bytes(record[..8].try_into().unwrap()) as usize;
+                let seq = u64::from_le_bytes(record[8..16].try_into().unwrap());
+                assert_eq!(
+                    seq, next[p],
+                    "producer {p}: order kept, nothing lost or twice"
+                );
+                assert_eq!(record.len(), 16 + (seq % 8) as usize);
+                assert!(record[16..].iter().all(|&b| b == 0xEE));
+                next[p] += 1;
+                received += 1;
+            }
+            if batch.is_empty() {
+                std::thread::yield_now();
+            }
+        }
+        failed_reserves = handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
+    });
+    assert!(next.iter().all(|&n| n == PER_PRODUCER));
+    assert_eq!(
+        ring.dropped(),
+        failed_reserves,
+        "dropped counts exactly the failed reserves"
+    );
+}

@@ -1,0 +1,1 @@
+//! Client library for ringmap devices (issue 3 fills it in).
