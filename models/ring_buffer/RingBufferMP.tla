@@ -4,38 +4,40 @@
 (* consumer, the kernel's validated consumer offset, and the async query   *)
 (* with its arm / check handshake and its cancel / complete race.          *)
 (*                                                                          *)
-(* Producers (lock-free, as in the design's section 3):                     *)
+(* Producers (lock-free; core/src/producer.rs):                             *)
 (*   Reserve   CAS the reserve offset forward, checking space against the   *)
-(*             validated consumer offset (never the user's value);          *)
+(*             validated consumer offset (never the consumer's own value);  *)
 (*   Lock      write the header with LOCKED set;                            *)
 (*   Publish   wait until producer offset = my start, then store my end,    *)
 (*             so offsets are published in reservation order;               *)
-(*   Commit    submit or discard: one store of the header (any order       *)
+(*   Commit    submit or discard: one store of the header (in any order     *)
 (*             between producers);                                          *)
-(*   Check     one load of `armed`; only if it says a query waits for a     *)
-(*             record at or before mine, go and Wake;                       *)
-(*   Wake      under the query lock: if a query is pending and its head     *)
-(*             record is committed, take it from the cancel machinery       *)
-(*             (WdfRequestUnmarkCancelable) and complete it.                *)
-(*   Walk      when the ring looks full: advance the validated consumer     *)
-(*             offset over one committed header, then Check / Wake as after *)
-(*             a commit (the new head may be what a query waits for).       *)
+(*   Check     one load of `armed`: if it is my start + 1, a query waits    *)
+(*             for my record: go and Wake it;                               *)
+(*   Wake      the host's wake-up, under the query lock: disarm if still    *)
+(*             armed for my record, take the request from the cancel        *)
+(*             machinery (WdfRequestUnmarkCancelable) and complete it.      *)
+(*   Walk      a producer that finds the ring full advances the validated   *)
+(*             consumer offset over committed headers toward                *)
+(*             min(consumer page, producer offset).                         *)
 (*                                                                          *)
-(* The consumer's page is writable by the consumer process: `userConsumer`  *)
-(* takes any value at any time.  The kernel keeps `validated`, which only   *)
-(* moves by walking committed headers toward min(userConsumer, producer).  *)
+(* The consumer page is writable by the consumer's process: `userConsumer`  *)
+(* takes any value at any time.  The kernel keeps `validated`, which moves  *)
+(* only by walking committed headers (core/src/consumer_offset.rs).        *)
 (*                                                                          *)
-(* QUERY (one request at a time, any number of them one after another),    *)
-(* run by the handler, holding the query lock from start to pend:          *)
-(*   Start+Arm walk `validated` forward, then armed := head + 1;            *)
-(*   Recheck   head committed -> complete at once; cancelled -> complete    *)
+(* QUERY (one request at a time, any number one after another), run by the *)
+(* host's handler, which holds the query lock from start to pend:          *)
+(*   Start     walk `validated` toward the request's consumer offset, take  *)
+(*             the head (the new validated offset), arm: armed := head + 1; *)
+(*   Recheck   the head committed (or walked over meanwhile): disarm and    *)
+(*             complete at once; cancelled meanwhile: complete              *)
 (*             (WdfRequestMarkCancelableEx fails); else pend, cancelable.   *)
 (* Cancel (CancelIoEx, close, exit) marks the request cancelled; if it is   *)
 (* cancelable at that moment the framework takes it and the cancel routine *)
-(* completes it.                                                            *)
+(* disarms and completes it.                                                *)
 (*                                                                          *)
 (* Records take one abstract unit; header memory is per slot, so a slot's  *)
-(* header is whatever was last written there.                               *)
+(* header is whatever was last written there.                              *)
 (*                                                                          *)
 (* `Bug` selects one deliberate mistake (see Bugs); "none" is the design.   *)
 (***************************************************************************)
@@ -49,7 +51,7 @@ CONSTANTS
 
 Bugs == {
     "none",
-    \* producers check free space against the user's consumer offset
+    \* producers check free space against the consumer page, not the validated offset
     "trust_user_consumer_offset",
     \* the waker completes the request whatever UnmarkCancelable says
     "cancel_double_complete",
@@ -57,7 +59,10 @@ Bugs == {
     "lost_wakeup_check_before_commit",
     \* the handler checks the head, then arms and pends without a re-check
     "lost_wakeup_arm_without_recheck",
-    \* the query completes on producer > consumer, not on a committed head
+    \* the re-check after arming looks only at the head's slot, not at whether the
+    \* validated offset has passed the head (whose slot may then hold a newer record)
+    "lost_wakeup_recheck_reused_slot",
+    \* the query completes on producer > head, not on a committed head
     "complete_on_producer_ahead"
 }
 
@@ -77,16 +82,12 @@ HeaderValues == {"Zero", "Locked", "Submitted", "Discarded"}
 \*   idle -> reserved -> locked -> published -> committed -> (waking ->) idle
 \* With Bug = "lost_wakeup_check_before_commit":
 \*   ... published -> loaded -> (waking ->) idle
-\* A walk: idle -> committed -> (waking ->) idle
 PcValues == {"idle", "reserved", "locked", "published", "loaded", "committed", "waking"}
-
-\* A producer owns its slot from Reserve until its commit.
-Holding(p) == pc[p] \in {"reserved", "locked", "published", "loaded"}
 
 \* State of the latest QUERY request: none yet; the handler runs, holding
 \* the query lock ("armed", or "checked" with Bug =
 \* "lost_wakeup_arm_without_recheck"); pending; or completed.
-QValues  == {"none", "armed", "checked", "pending", "done"}
+QValues == {"none", "armed", "checked", "pending", "done"}
 
 VARIABLES
     reserveOffset,   \* kernel page: reserve_offset
@@ -95,44 +96,55 @@ VARIABLES
     validated,       \* kernel page: validated_consumer_offset
     hdr,             \* hdr[s]: the header in slot s
     pc,              \* pc[p]: where producer p is
-    mine,            \* mine[p]: p's record offset (or the offset it walked over); 0 when idle
+    mine,            \* mine[p]: the offset of p's record; 0 when idle
     saw,             \* saw[p]: Bug = "lost_wakeup_check_before_commit": what p's early load said
-    armed,           \* kernel page: armed = awaited head offset + 1, or 0
-    q,               \* the QUERY request's state
+    armed,           \* kernel page: armed = head + 1 while a query waits for head, or 0
+    q,               \* the latest QUERY request's state
+    qhead,           \* the head that request waits for (0 when none is outstanding)
     cancelReq,       \* the request has been cancelled
     cancelable,      \* the request is marked cancelable
     cancelOwned,     \* the framework gave the request to the cancel routine
-    completions,     \* how many times the current request was completed
+    completions,     \* how many times the request was completed
     wokeOnLocked     \* ghost: a request was completed (not cancelled) on an uncommitted head
 
 vars == <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine,
-          saw, armed, q, cancelReq, cancelable, cancelOwned, completions,
+          saw, armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
           wokeOnLocked>>
 
-producerVars == <<reserveOffset, producerOffset, hdr, pc, mine, saw>>
-queryVars    == <<armed, q, cancelReq, cancelable, cancelOwned, completions,
-                  wokeOnLocked>>
+queryVars == <<armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
+               wokeOnLocked>>
 
 Min(a, b) == IF a < b THEN a ELSE b
 
-\* Record o is published and its header is committed.
-IsCommitted(o) == o < producerOffset /\ hdr[Slot(o)] \in Committed
+\* A producer owns its slot from Reserve until its commit.
+Holding(p) == pc[p] \in {"reserved", "locked", "published", "loaded"}
 
-HeadCommittedAt(v) == IsCommitted(v)
-HeadCommitted      == HeadCommittedAt(validated)
+\* What the code can see of record o: published, and its slot's header not
+\* LOCKED (Ring::is_committed).
+LooksCommitted(o) == o < producerOffset /\ hdr[Slot(o)] # "Locked"
 
-\* When the query may complete.
-CompleteCondAt(v) ==
-    IF Bug = "complete_on_producer_ahead" THEN producerOffset > v ELSE HeadCommittedAt(v)
+\* The truth (for the properties): record o has been committed.  Below the
+\* validated offset every record has been; at or above it, a published
+\* record's slot holds that record's header (no reuse beyond
+\* validated + Capacity).
+RecordCommitted(o) ==
+    \/ o < validated
+    \/ o < producerOffset /\ hdr[Slot(o)] \in Committed
 
-\* Where a walk from `validated` ends: the first offset that is not a
-\* committed record, or min(user value, producer offset).
-WalkLimit == Min(userConsumer, producerOffset)
-WalkEnd ==
-    IF validated >= WalkLimit THEN validated
-    ELSE CHOOSE e \in validated .. WalkLimit :
-            /\ \A o \in validated .. (e - 1) : IsCommitted(o)
-            /\ (e = WalkLimit \/ ~IsCommitted(e))
+\* Where a walk from `validated` toward min(hint, producer offset) ends: at
+\* the first record that does not look committed, or at that limit.
+WalkEnd(hint) ==
+    LET limit == Min(hint, producerOffset) IN
+    IF validated >= limit THEN validated
+    ELSE CHOOSE e \in validated .. limit :
+            /\ \A o \in validated .. (e - 1) : LooksCommitted(o)
+            /\ (e = limit \/ ~LooksCommitted(e))
+
+\* The handler's test of its head h before pending.
+HeadReady(h) ==
+    CASE Bug = "complete_on_producer_ahead"      -> producerOffset > h
+      [] Bug = "lost_wakeup_recheck_reused_slot" -> LooksCommitted(h)
+      [] OTHER                                   -> LooksCommitted(h) \/ validated > h
 
 \* The handler holds the query lock.
 HandlerHoldsLock == q \in {"armed", "checked"}
@@ -151,6 +163,7 @@ Init ==
     /\ saw            = [p \in Producers |-> FALSE]
     /\ armed          = 0
     /\ q              = "none"
+    /\ qhead          = 0
     /\ cancelReq      = FALSE
     /\ cancelable     = FALSE
     /\ cancelOwned    = FALSE
@@ -168,9 +181,20 @@ Reserve(p) ==
     /\ reserveOffset < MaxOffset
     /\ reserveOffset + 1 <= SpaceBase + Capacity
     /\ reserveOffset' = reserveOffset + 1
-    /\ mine'  = [mine EXCEPT ![p] = reserveOffset]
-    /\ pc'    = [pc EXCEPT ![p] = "reserved"]
+    /\ mine' = [mine EXCEPT ![p] = reserveOffset]
+    /\ pc'   = [pc EXCEPT ![p] = "reserved"]
     /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, saw>>
+    /\ UNCHANGED queryVars
+
+\* The ring looks full to a producer: it walks the validated consumer offset
+\* toward the consumer page (then reserves, or fails and counts a drop).
+Walk(p) ==
+    /\ pc[p] = "idle"
+    /\ reserveOffset < MaxOffset
+    /\ reserveOffset + 1 > validated + Capacity
+    /\ WalkEnd(userConsumer) > validated
+    /\ validated' = WalkEnd(userConsumer)
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, pc, mine, saw>>
     /\ UNCHANGED queryVars
 
 Lock(p) ==
@@ -188,22 +212,25 @@ Publish(p) ==
     /\ UNCHANGED <<reserveOffset, userConsumer, validated, hdr, mine, saw>>
     /\ UNCHANGED queryVars
 
-\* The notification check after a commit or a walk: one load of `armed`.
-WantsWake(p) == armed # 0 /\ mine[p] + 1 >= armed
+\* The one load of `armed` after a commit: does a query wait for my record?
+ArmedForMe(p) == armed = mine[p] + 1
 
 \* Bug "lost_wakeup_check_before_commit": the load of `armed` comes first.
 LoadArmedEarly(p) ==
     /\ Bug = "lost_wakeup_check_before_commit"
     /\ pc[p] = "published"
-    /\ saw' = [saw EXCEPT ![p] = WantsWake(p)]
+    /\ saw' = [saw EXCEPT ![p] = ArmedForMe(p)]
     /\ pc'  = [pc EXCEPT ![p] = "loaded"]
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, mine>>
     /\ UNCHANGED queryVars
 
-\* Submit (v = "Submitted") or discard (v = "Discarded"): one release store.
-Commit(p, v) ==
-    /\ \/ Bug # "lost_wakeup_check_before_commit" /\ pc[p] = "published"
-       \/ Bug = "lost_wakeup_check_before_commit" /\ pc[p] = "loaded"
+\* Submit or discard: one release store of the header (v), then the check of
+\* `armed` (or, with the bug, after the early load: wake if it matched).
+CanCommit(p) ==
+    \/ Bug # "lost_wakeup_check_before_commit" /\ pc[p] = "published"
+    \/ Bug = "lost_wakeup_check_before_commit" /\ pc[p] = "loaded"
+
+CommitAs(p, v) ==
     /\ hdr' = [hdr EXCEPT ![Slot(mine[p])] = v]
     /\ IF Bug = "lost_wakeup_check_before_commit"
          THEN /\ pc'   = [pc EXCEPT ![p] = IF saw[p] THEN "waking" ELSE "idle"]
@@ -214,51 +241,50 @@ Commit(p, v) ==
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated>>
     /\ UNCHANGED queryVars
 
+Submit(p) ==
+    /\ CanCommit(p)
+    /\ CommitAs(p, "Submitted")
+
+Discard(p) ==
+    /\ CanCommit(p)
+    /\ CommitAs(p, "Discarded")
+
 CheckArmed(p) ==
     /\ pc[p] = "committed"
-    /\ pc'   = [pc EXCEPT ![p] = IF WantsWake(p) THEN "waking" ELSE "idle"]
-    /\ mine' = [mine EXCEPT ![p] = IF WantsWake(p) THEN @ ELSE 0]
+    /\ pc'   = [pc EXCEPT ![p] = IF ArmedForMe(p) THEN "waking" ELSE "idle"]
+    /\ mine' = [mine EXCEPT ![p] = IF ArmedForMe(p) THEN @ ELSE 0]
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, saw>>
     /\ UNCHANGED queryVars
 
-\* Complete the request (not a cancel) on the head at v: count the
-\* completion (`base` completions so far) and note whether the head was
-\* committed.
-CompleteAt(v, base) ==
+\* Complete the request (not as a cancel): disarm, count, and note whether
+\* the head it waits for was committed.  `base`: completions so far.
+CompleteOn(h, base) ==
     /\ completions'  = base + 1
     /\ q'            = "done"
+    /\ qhead'        = 0
     /\ armed'        = 0
-    /\ wokeOnLocked' = (wokeOnLocked \/ ~HeadCommittedAt(v))
+    /\ wokeOnLocked' = (wokeOnLocked \/ ~RecordCommitted(h))
 
-\* Under the query lock.  The design: complete only if UnmarkCancelable
-\* succeeds (the request is still cancelable); otherwise the cancel routine
-\* owns it.  Bug "cancel_double_complete": complete whatever UnmarkCancelable says.
+\* The host's wake-up, under the query lock.  If the query is still armed
+\* for my record, disarm it (Ring::disarm_query_for), then complete the
+\* request only if WdfRequestUnmarkCancelable succeeds; otherwise the
+\* cancel routine owns it.  Bug "cancel_double_complete": complete it
+\* whatever UnmarkCancelable says.
 Wake(p) ==
     /\ pc[p] = "waking"
     /\ ~HandlerHoldsLock
-    /\ pc' = [pc EXCEPT ![p] = "idle"]
-    /\ IF q = "pending" /\ CompleteCondAt(validated)
-                        /\ (cancelable \/ Bug = "cancel_double_complete")
-         THEN /\ CompleteAt(validated, completions)
-              /\ cancelable' = FALSE
-              /\ UNCHANGED <<cancelReq, cancelOwned>>
-         ELSE UNCHANGED queryVars
+    /\ pc'   = [pc EXCEPT ![p] = "idle"]
     /\ mine' = [mine EXCEPT ![p] = 0]
+    /\ IF ArmedForMe(p)
+         THEN IF cancelable \/ Bug = "cancel_double_complete"
+                THEN /\ CompleteOn(mine[p], completions)
+                     /\ cancelable' = FALSE
+                     /\ UNCHANGED <<cancelReq, cancelOwned>>
+                ELSE /\ armed' = 0
+                     /\ UNCHANGED <<q, qhead, cancelReq, cancelable, cancelOwned,
+                                    completions, wokeOnLocked>>
+         ELSE UNCHANGED queryVars
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, saw>>
-
-\* A producer that finds the ring full walks the validated consumer offset
-\* over one committed header, then checks `armed` as after a commit.
-Walk(p) ==
-    /\ pc[p] = "idle"
-    /\ reserveOffset < MaxOffset
-    /\ reserveOffset + 1 > validated + Capacity
-    /\ validated < WalkLimit
-    /\ IsCommitted(validated)
-    /\ validated' = validated + 1
-    /\ mine' = [mine EXCEPT ![p] = validated]
-    /\ pc'   = [pc EXCEPT ![p] = "committed"]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, saw>>
-    /\ UNCHANGED queryVars
 
 \* ---- the hostile consumer ----
 
@@ -270,18 +296,23 @@ UserWrite(v) ==
 
 \* ---- QUERY ----
 
+\* A new request may start once the previous one is completed.  It carries
+\* a consumer offset, which is anything the consumer likes: the model uses
+\* the consumer page.
 NewRequest ==
     /\ q \in {"none", "done"}
     /\ ~cancelOwned
-    /\ cancelReq'   = FALSE
-    /\ cancelable'  = FALSE
+    /\ cancelReq'  = FALSE
+    /\ cancelable' = FALSE
 
-\* The design: return space (walk), arm with the head, then re-check.
-QueryStartArm ==
+\* The design: return space (walk), arm with the new head (Ring::arm_query
+\* stores `armed`), and re-check in the next step.
+QueryStart ==
     /\ Bug # "lost_wakeup_arm_without_recheck"
     /\ NewRequest
-    /\ validated'   = WalkEnd
-    /\ armed'       = WalkEnd + 1
+    /\ validated'   = WalkEnd(userConsumer)
+    /\ qhead'       = WalkEnd(userConsumer)
+    /\ armed'       = WalkEnd(userConsumer) + 1
     /\ q'           = "armed"
     /\ completions' = 0
     /\ UNCHANGED <<cancelOwned, wokeOnLocked>>
@@ -293,30 +324,33 @@ PendOrCancelled(a) ==
     IF cancelReq
       THEN /\ completions' = completions + 1
            /\ q'           = "done"
+           /\ qhead'       = 0
            /\ armed'       = 0
            /\ UNCHANGED <<cancelable, wokeOnLocked>>
       ELSE /\ q'          = "pending"
            /\ cancelable' = TRUE
            /\ armed'      = a
-           /\ UNCHANGED <<completions, wokeOnLocked>>
+           /\ UNCHANGED <<qhead, completions, wokeOnLocked>>
 
+\* Ring::arm_query's re-check, then complete or pend.
 QueryRecheck ==
     /\ q = "armed"
-    /\ IF CompleteCondAt(validated)
-         THEN CompleteAt(validated, completions) /\ UNCHANGED cancelable
+    /\ IF HeadReady(qhead)
+         THEN CompleteOn(qhead, completions) /\ UNCHANGED cancelable
          ELSE PendOrCancelled(armed)
     /\ UNCHANGED <<cancelReq, cancelOwned>>
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
 
-\* Bug "lost_wakeup_arm_without_recheck": walk and check the head; if it is not
-\* committed, arm and pend without looking again.
+\* Bug "lost_wakeup_arm_without_recheck": walk and check the head; if it is
+\* not ready, arm and pend in the next step without looking again.
 QueryStartCheck ==
     /\ Bug = "lost_wakeup_arm_without_recheck"
     /\ NewRequest
-    /\ validated' = WalkEnd
-    /\ IF CompleteCondAt(WalkEnd)
-         THEN CompleteAt(WalkEnd, 0)
+    /\ validated' = WalkEnd(userConsumer)
+    /\ IF HeadReady(WalkEnd(userConsumer))
+         THEN CompleteOn(WalkEnd(userConsumer), 0)
          ELSE /\ q'           = "checked"
+              /\ qhead'       = WalkEnd(userConsumer)
               /\ completions' = 0
               /\ UNCHANGED <<armed, wokeOnLocked>>
     /\ UNCHANGED <<cancelOwned>>
@@ -324,7 +358,7 @@ QueryStartCheck ==
 
 QueryArmPend ==
     /\ q = "checked"
-    /\ PendOrCancelled(validated + 1)
+    /\ PendOrCancelled(qhead + 1)
     /\ UNCHANGED <<cancelReq, cancelOwned>>
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
 
@@ -337,17 +371,19 @@ Cancel ==
     /\ cancelReq'   = TRUE
     /\ cancelable'  = FALSE
     /\ cancelOwned' = cancelable
-    /\ UNCHANGED <<armed, q, completions, wokeOnLocked>>
+    /\ UNCHANGED <<armed, q, qhead, completions, wokeOnLocked>>
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
 
-\* The cancel routine: take the query lock, disarm, complete with
-\* STATUS_CANCELLED.  It owns the request, so it completes unconditionally.
+\* The cancel routine: take the query lock, disarm (Ring::disarm_query),
+\* complete with STATUS_CANCELLED.  It owns the request, so it completes it
+\* unconditionally.
 CancelRoutine ==
     /\ cancelOwned
     /\ ~HandlerHoldsLock
     /\ cancelOwned' = FALSE
     /\ completions' = completions + 1
     /\ q'           = "done"
+    /\ qhead'       = 0
     /\ armed'       = 0
     /\ UNCHANGED <<cancelReq, cancelable, wokeOnLocked>>
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
@@ -357,26 +393,26 @@ ProducerStep(p) ==
     \/ Lock(p)
     \/ Publish(p)
     \/ LoadArmedEarly(p)
-    \/ Commit(p, "Submitted")
-    \/ Commit(p, "Discarded")
+    \/ Submit(p)
+    \/ Discard(p)
     \/ CheckArmed(p)
     \/ Wake(p)
 
 HandlerStep == QueryRecheck \/ QueryArmPend
 
-\* Each action on its own line, so counterexamples name it.
+\* Each action on its own line, so counterexamples and statistics name it.
 Next ==
     \/ \E p \in Producers : Reserve(p)
+    \/ \E p \in Producers : Walk(p)
     \/ \E p \in Producers : Lock(p)
     \/ \E p \in Producers : Publish(p)
     \/ \E p \in Producers : LoadArmedEarly(p)
-    \/ \E p \in Producers : Commit(p, "Submitted")
-    \/ \E p \in Producers : Commit(p, "Discarded")
+    \/ \E p \in Producers : Submit(p)
+    \/ \E p \in Producers : Discard(p)
     \/ \E p \in Producers : CheckArmed(p)
     \/ \E p \in Producers : Wake(p)
-    \/ \E p \in Producers : Walk(p)
     \/ \E v \in Offsets : UserWrite(v)
-    \/ QueryStartArm
+    \/ QueryStart
     \/ QueryStartCheck
     \/ QueryRecheck
     \/ QueryArmPend
@@ -408,24 +444,25 @@ TypeOK ==
     /\ saw            \in [Producers -> BOOLEAN]
     /\ armed          \in 0 .. (MaxOffset + 1)
     /\ q              \in QValues
+    /\ qhead          \in 0 .. MaxOffset
     /\ cancelReq      \in BOOLEAN
     /\ cancelable     \in BOOLEAN
     /\ cancelOwned    \in BOOLEAN
     /\ completions    \in 0 .. 2
     /\ wokeOnLocked   \in BOOLEAN
 
-\* validated <= producer <= reserve, whatever the consumer writes, and
-\* producers hold distinct records below the reserve offset.
+\* validated <= producer <= reserve, whatever the consumer writes;
+\* producers' records lie below the reserve offset, and below the producer
+\* offset once published.
 OffsetsConsistent ==
     /\ validated <= producerOffset
     /\ producerOffset <= reserveOffset
     /\ \A p \in Producers : Holding(p) => mine[p] < reserveOffset
-    /\ \A p \in Producers : Holding(p) /\ pc[p] # "reserved" /\ pc[p] # "locked"
-                               => mine[p] < producerOffset
+    /\ \A p \in Producers : pc[p] \in {"published", "loaded"} => mine[p] < producerOffset
 
-\* Producers never reserve beyond the space the kernel has validated, so
-\* no unreturned record is overwritten (a lemma of NoOverwriteLocked; not
-\* listed in the trust_user_consumer_offset cfg, whose point is the latter).
+\* Producers never reserve beyond the space the kernel has validated, so no
+\* unreturned record is overwritten (a lemma of NoOverwriteLocked; the
+\* trust_user_consumer_offset cfg leaves it out, its point is the latter).
 ReserveWithinValidated == reserveOffset <= validated + Capacity
 
 \* No producer ever reserves over a record that is still LOCKED: two
@@ -442,28 +479,27 @@ QueryCompletedAtMostOnce == completions <= 1
 QueryStatesConsistent ==
     /\ Outstanding => completions = 0
     /\ q = "done" => completions >= 1
+    /\ ~Outstanding => qhead = 0
     /\ cancelable => q = "pending"
     /\ (q = "pending" /\ ~cancelable) => cancelOwned
-    /\ armed # 0 => q \in {"armed", "pending"}
+    /\ armed # 0 => (q \in {"armed", "pending"} /\ armed = qhead + 1)
 
-\* A request is completed (other than by cancel) only on a committed head
-\* record, not merely because producer > consumer.
+\* A request is completed (other than by cancel) only when the head record
+\* it waits for is committed, not merely because producer > head.
 QueryCompletesOnCommittedHead == ~wokeOnLocked
 
 -----------------------------------------------------------------------------
 (* Temporal properties (checked with Spec's fairness) *)
 
-QueryPending == q = "pending"
-
-\* No lost wake-up: a query never stays pending forever while its head
-\* record (the record at the validated consumer offset) is committed.  The
-\* head can stop being committed only if the consumer moves its own offset
-\* past it (a walk), which is its own business.
+\* No lost wake-up: a pending query whose head record is committed is
+\* eventually completed.  The head is the validated consumer offset when the
+\* request armed; the validated offset moves past it only over committed
+\* records, so "committed" here is RecordCommitted(qhead).
 NoLostWakeup ==
-    (QueryPending /\ HeadCommitted) ~> (~QueryPending \/ ~HeadCommitted)
+    (q = "pending" /\ RecordCommitted(qhead)) ~> (q # "pending")
 
-\* A cancelled request is completed (by the handler, the waker or the
-\* cancel routine).
+\* A cancelled request is completed (by the handler, a waker or the cancel
+\* routine).
 CancelledQueryCompletes ==
     (Outstanding /\ cancelReq) ~> (q = "done")
 

@@ -117,15 +117,19 @@ LockHeader(o) ==
                    held, queryPending>>
 
 \* Submit or discard a locked record: one store of the header.
-Commit(o, v) ==
-    /\ status[o] = "Locked"
+CommitAs(o, v) ==
     /\ hdr'    = [hdr EXCEPT ![Slot(o)] = v]
     /\ status' = [status EXCEPT ![o] = v]
     /\ UNCHANGED <<reserveOffset, producerOffset, consumerOffset, readOffset,
                    held, queryPending>>
 
-Submit(o)  == Commit(o, "Submitted")
-Discard(o) == Commit(o, "Discarded")
+Submit(o) ==
+    /\ status[o] = "Locked"
+    /\ CommitAs(o, "Submitted")
+
+Discard(o) ==
+    /\ status[o] = "Locked"
+    /\ CommitAs(o, "Discarded")
 
 \* The consumer looks at the next record: LOCKED stops it (no step),
 \* DISCARDED is skipped, anything else is handed out.

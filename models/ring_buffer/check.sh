@@ -66,6 +66,7 @@ expect RingBufferMP.tla    RingBufferMP_buggy_trust_user_consumer_offset.cfg  in
 expect RingBufferMP.tla    RingBufferMP_buggy_cancel_double_complete.cfg      invariant:QueryCompletedAtMostOnce
 expect RingBufferMP.tla    RingBufferMP_buggy_lost_wakeup_check_before_commit.cfg property:NoLostWakeup
 expect RingBufferMP.tla    RingBufferMP_buggy_lost_wakeup_arm_without_recheck.cfg property:NoLostWakeup
+expect RingBufferMP.tla    RingBufferMP_buggy_lost_wakeup_recheck_reused_slot.cfg property:NoLostWakeup
 expect RingBufferMP.tla    RingBufferMP_buggy_complete_on_producer_ahead.cfg  invariant:QueryCompletesOnCommittedHead
 
 # Every cfg here must have an expectation above.
