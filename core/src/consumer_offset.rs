@@ -15,7 +15,7 @@
 
 use crate::producer::{Hooks, Ring};
 use crate::record::{LEN_MASK, LOCKED, padded_size};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, fence};
 
 impl<H: Hooks> Ring<H> {
     /// The validated consumer offset: every record below it has been committed and returned.
@@ -45,6 +45,8 @@ impl<H: Hooks> Ring<H> {
     ///
     /// Callers that take `hint` from the consumer (a query) must have acquired it the way the
     /// consumer released it; a request that carries it does so by the host's request path.
+    /// A walk that passes the head an armed query waits for calls [`Hooks::wake_query`], so
+    /// a host must not hold its query lock while it calls this.
     pub fn advance_consumer_offset(&self, hint: u64) -> u64 {
         let kernel = self.placement().kernel();
         let view = self.placement().view();
@@ -86,9 +88,27 @@ impl<H: Hooks> Ring<H> {
             // every header read was of the records that are there now.
             match validated.compare_exchange(current, position, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return position,
+                Ok(_) => {
+                    self.wake_query_passed(current, position);
+                    return position;
+                }
                 Err(_) => continue,
             }
+        }
+    }
+
+    /// Wakes the armed query if the walk from `from` to `to` passed the head it waits for:
+    /// that head is committed, and its slot may already hold a newer record, whose commit
+    /// would not match the armed word.
+    fn wake_query_passed(&self, from: u64, to: u64) {
+        // SeqCst fence: the walk's exchange (store) then this load of the armed word, against
+        // `arm_query`'s store of the armed word then its load of the validated offset: one of
+        // the two sees the other's store (see notify.rs).
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence.
+        let armed = self.placement().kernel().armed.0.load(Ordering::Relaxed);
+        if armed != 0 && (from..to).contains(&(armed - 1)) {
+            self.hooks().wake_query(self, armed - 1);
         }
     }
 }

@@ -15,6 +15,7 @@
 #[cfg(any(feature = "alloc", test, loom))]
 extern crate alloc;
 
+pub mod abi;
 pub mod consumer;
 pub mod consumer_offset;
 pub mod layout;

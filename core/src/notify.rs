@@ -10,21 +10,36 @@
 //! checks the head; a producer stores the header, fences, and loads the armed word. With
 //! SeqCst fences on both sides, at least one of them sees the other's store: either the query
 //! sees the commit and completes itself, or the producer sees the armed word and wakes it.
+//!
+//! A head can also stop being visible as committed: once the validated consumer offset has
+//! walked past it, its slot may hold a newer, LOCKED record. So the check also counts a head
+//! the validated offset has passed as committed, and a walk that passes an armed head wakes
+//! the query (the same store, fence, load pair: the walk's exchange, a SeqCst fence, the load
+//! of the armed word). The TLA+ model `RingBufferMP` found this case
+//! (`models/ring_buffer/CONFORMANCE.md`).
 
 use crate::producer::{Hooks, Ring};
 use crate::record::LOCKED;
 use crate::sync::{Ordering, fence};
 
 impl<H: Hooks> Ring<H> {
-    /// Whether the record at `head` is published and committed (submitted or discarded).
+    /// Whether the record at `head` is committed (submitted or discarded): the validated
+    /// consumer offset has passed it (it passes only committed records), or it is published
+    /// and its header is not LOCKED.
     pub fn is_committed(&self, head: u64) -> bool {
         let view = self.placement().view();
         // Acquire: a header below the producer offset is written.
-        if view.producer_offset().load(Ordering::Acquire) <= head {
-            return false;
+        if view.producer_offset().load(Ordering::Acquire) > head {
+            // Acquire: pairs with the commit's release, for callers that then read the record.
+            if view.header(head).len.load(Ordering::Acquire) & LOCKED == 0 {
+                return true;
+            }
         }
-        // Acquire: pairs with the commit's release, for callers that then read the record.
-        view.header(head).len.load(Ordering::Acquire) & LOCKED == 0
+        // A LOCKED header in the head's slot may be a newer record's: the slot is reused only
+        // once the validated offset has passed the head, which it does over committed records
+        // only. Loaded after the header, so a reuse seen there is seen here too, or else the
+        // walk that passed the head wakes the query itself (see `advance_consumer_offset`).
+        self.validated_consumer_offset() > head
     }
 
     /// Arms the query for the record at `head` and checks it once more. Returns true if the

@@ -266,10 +266,33 @@ mod heap {
             HeapMemory { base, layout }
         }
 
+        /// The address of the page at `offset` (a `RingLayout` offset).
+        #[cfg(not(loom))]
         fn at(&self, offset: usize) -> *mut u8 {
             debug_assert!(offset < self.layout.size());
             // SAFETY: `offset` is one of `RingLayout`'s page offsets, inside the allocation.
             unsafe { self.base.add(offset) }
+        }
+
+        /// Under loom the pages hold loom's atomics, which all-zero bytes are not: they are
+        /// made as values and leaked (a model builds a few small rings); the data stays in
+        /// the allocation.
+        #[cfg(loom)]
+        fn at(&self, offset: usize) -> *mut u8 {
+            use alloc::boxed::Box;
+
+            use crate::layout::{ConsumerPage, KernelPage, ProducerPage};
+            match offset {
+                RingLayout::KERNEL_PAGE => Box::into_raw(Box::new(KernelPage::default())).cast(),
+                RingLayout::CONSUMER_PAGE => {
+                    Box::into_raw(Box::new(ConsumerPage::default())).cast()
+                }
+                RingLayout::PRODUCER_PAGE => {
+                    Box::into_raw(Box::new(ProducerPage::default())).cast()
+                }
+                // SAFETY: inside the allocation.
+                _ => unsafe { self.base.add(offset) },
+            }
         }
     }
 

@@ -32,6 +32,7 @@ pub struct RecordHeader {
     pub(crate) page_offset: AtomicU32,
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == HEADER_SIZE);
 
 /// The bytes a record with a `payload`-byte payload takes in the ring: header and payload,
