@@ -18,6 +18,7 @@ extern crate alloc;
 pub mod abi;
 pub mod consumer;
 pub mod consumer_offset;
+pub mod device;
 pub mod layout;
 pub mod notify;
 pub mod placement;

@@ -1,0 +1,532 @@
+//! The device: one ring and the requests of design section 4, written once for both hosts.
+//!
+//! A host (the KMDF driver, usersim) implements [`Platform`]: a lock, completing a pending
+//! QUERY, handing the consumer view to a caller, a clock, and threads for the generator. It
+//! turns each request it receives into a call of [`Device::request`] and each handle it
+//! closes into [`Device::close`]; everything else — checking every size and field before
+//! anything changes, one mapping at a time, one pending QUERY that completes when the head
+//! record is committed, cancel against completion, the generator's records — is here.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+
+use crate::abi::{
+    EmptyRequest, GenerateAction, GenerateReply, GenerateRequest, MapReply, QueryReply,
+    QueryRequest, Request, StatsReply, Status, Wire, WriteReply, WriteRequest, generated,
+};
+use crate::placement::RingPlacement;
+use crate::producer::{Hooks, ReserveError, Ring};
+use crate::record::padded_size;
+
+// The device's own counters and flags are statistics and control words: they order no ring
+// memory, so they use core's atomics even under loom, and `Relaxed` throughout unless said.
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+/// Identifies an open handle (Windows: the file object; usersim: the connection). Never
+/// sent to a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HandleId(pub u64);
+
+/// The consumer view as the caller receives it: three handles valid in the caller's process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewHandles {
+    /// The consumer page, read-write.
+    pub consumer_page: u64,
+    /// The producer page, read-only.
+    pub producer_page: u64,
+    /// The data, read-only, to be mapped twice back to back.
+    pub data: u64,
+}
+
+/// What a host provides.
+///
+/// # Safety
+///
+/// [`with_lock`](Platform::with_lock) must run its closure under mutual exclusion with every
+/// other call of it on the same platform (the device keeps state that only the lock guards),
+/// and the device never calls it from inside itself. In the kernel it must raise to
+/// DISPATCH_LEVEL, since producers take it from DISPATCH_LEVEL when they wake a query.
+pub unsafe trait Platform: Sync + Sized {
+    /// A QUERY whose reply comes later.
+    type PendingQuery: Send;
+
+    /// Runs `f` under the device's lock.
+    fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R;
+
+    /// Completes a pending QUERY with its reply or a status. The Windows host completes only
+    /// if `WdfRequestUnmarkCancelable` did not return `STATUS_CANCELLED` (the cancel routine
+    /// completes it then). Called without the lock held.
+    fn complete_query(&self, query: Self::PendingQuery, reply: Result<QueryReply, Status>);
+
+    /// Makes the consumer view available to the caller of `handle`: handles (or descriptor
+    /// indexes) valid in its process. Called without the lock held, in the caller's context.
+    fn map_view(&self, handle: HandleId) -> Result<ViewHandles, Status>;
+
+    /// Undoes [`map_view`](Platform::map_view), if anything is left to undo.
+    fn unmap_view(&self, handle: HandleId);
+
+    /// A monotonic clock in nanoseconds, the same one consumers read (for wake latency).
+    fn now_ns(&self) -> u64;
+
+    /// Starts `producers` generator threads; thread `i` calls [`Device::run_producer`]`(i)`
+    /// and ends when it returns.
+    fn start_producers(&self, producers: u32) -> Result<(), Status>;
+
+    /// Waits until every generator thread has returned. Called without the lock held.
+    fn join_producers(&self);
+
+    /// Waits about `ns` nanoseconds on a generator thread (rate control).
+    fn sleep_ns(&self, ns: u64);
+
+    /// Runs `f` at the IRQL producers reserve at (DISPATCH_LEVEL in the kernel, so that a
+    /// producer that waits for an earlier one cannot have preempted it); user mode just calls.
+    fn as_producer<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
+/// How a request ended: a reply of this many bytes written to the output buffer, or pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Completed with a reply of this many bytes.
+    Done(usize),
+    /// The QUERY is pending; [`Platform::complete_query`] will complete it.
+    Pending,
+}
+
+/// What only the lock guards.
+struct Locked<P: Platform> {
+    mapped_by: Option<HandleId>,
+    pending: Option<(HandleId, P::PendingQuery)>,
+}
+
+/// The device's side of the ring's hooks: the platform, the locked state, the counters.
+pub struct DeviceCore<P: Platform> {
+    platform: P,
+    locked: UnsafeCell<Locked<P>>,
+    produced: AtomicU64,
+    discarded: AtomicU64,
+    queries: AtomicU64,
+    wakeups: AtomicU64,
+    generator: Generator,
+}
+
+// SAFETY: `locked` is only reached under the platform's lock (`DeviceCore::locked`); the rest
+// is atomics and the platform, which is `Sync`; pending queries are `Send`.
+unsafe impl<P: Platform> Sync for DeviceCore<P> where P::PendingQuery: Send {}
+
+/// The generator's settings and state, written by GENERATE while it is stopped.
+#[derive(Default)]
+struct Generator {
+    running: AtomicU32,
+    stop: AtomicBool,
+    payload_size: AtomicU32,
+    records_per_second: AtomicU64,
+    count: AtomicU64,
+}
+
+impl<P: Platform> DeviceCore<P> {
+    /// Runs `f` on the locked state, under the platform's lock.
+    fn locked<R>(&self, f: impl FnOnce(&mut Locked<P>) -> R) -> R {
+        self.platform.with_lock(|| {
+            // SAFETY: the platform's lock excludes every other access (`Platform`'s
+            // contract), and no caller of `locked` calls it again inside `f`.
+            f(unsafe { &mut *self.locked.get() })
+        })
+    }
+}
+
+impl<P: Platform> Hooks for DeviceCore<P> {
+    fn wake_query(&self, ring: &Ring<Self>, head: u64) {
+        let query = self.locked(|state| {
+            if ring.disarm_query_for(head) {
+                state.pending.take()
+            } else {
+                None
+            }
+        });
+        if let Some((_, query)) = query {
+            self.wakeups.fetch_add(1, Relaxed);
+            self.platform.complete_query(query, Ok(query_reply(ring)));
+        }
+    }
+}
+
+fn query_reply<H: Hooks>(ring: &Ring<H>) -> QueryReply {
+    QueryReply {
+        size: QueryReply::SIZE,
+        reserved: 0,
+        producer_offset: ring.producer_offset(),
+        consumer_offset: ring.validated_consumer_offset(),
+        lost: ring.dropped(),
+    }
+}
+
+/// The device: a ring and the requests on it.
+pub struct Device<P: Platform> {
+    ring: Ring<DeviceCore<P>>,
+}
+
+impl<P: Platform> Device<P> {
+    /// A device with an empty ring in `placement`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Ring::new`]: the placement's memory is valid and used by this device alone for
+    /// as long as it lives.
+    pub unsafe fn new(placement: RingPlacement, platform: P) -> Device<P> {
+        let core = DeviceCore {
+            platform,
+            locked: UnsafeCell::new(Locked {
+                mapped_by: None,
+                pending: None,
+            }),
+            produced: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
+            generator: Generator::default(),
+        };
+        // SAFETY: forwarded from this function's contract.
+        Device {
+            ring: unsafe { Ring::new(placement, core) },
+        }
+    }
+
+    /// The ring (for hosts and tests).
+    pub fn ring(&self) -> &Ring<DeviceCore<P>> {
+        &self.ring
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.ring.hooks().platform
+    }
+
+    fn core(&self) -> &DeviceCore<P> {
+        self.ring.hooks()
+    }
+
+    /// Handles one request from `handle`: `input` is the request's bytes, the reply goes to
+    /// the start of `output`. A QUERY that cannot complete at once is turned into a pending
+    /// one by `pend` (Windows: `WdfRequestMarkCancelableEx`), under the lock. Every size and
+    /// field is checked before anything changes; a failed request changes nothing.
+    pub fn request(
+        &self,
+        handle: HandleId,
+        request: Request,
+        input: &[u8],
+        output: &mut [u8],
+        pend: impl FnOnce() -> Result<P::PendingQuery, Status>,
+    ) -> Result<Outcome, Status> {
+        match request {
+            Request::Map => self.map(handle, input, output),
+            Request::Unmap => self.unmap(handle, input),
+            Request::Query => self.query(handle, input, output, pend),
+            Request::Write => self.write(input, output),
+            Request::Stats => self.stats(input, output),
+            Request::Generate => self.generate(input, output),
+        }
+    }
+
+    fn map(&self, handle: HandleId, input: &[u8], output: &mut [u8]) -> Result<Outcome, Status> {
+        EmptyRequest::read_exact(input)?;
+        fits::<MapReply>(output)?;
+        let consumer_offset = self.core().locked(|state| {
+            if state.mapped_by.is_some() {
+                return Err(Status::SharingViolation);
+            }
+            state.mapped_by = Some(handle);
+            // A new consumer starts where the validated offset is.
+            Ok(self.ring.reset_consumer_page())
+        })?;
+        let view = match self.core().platform.map_view(handle) {
+            Ok(view) => view,
+            Err(status) => {
+                self.core().locked(|state| state.mapped_by = None);
+                return Err(status);
+            }
+        };
+        let reply = MapReply {
+            size: MapReply::SIZE,
+            reserved: 0,
+            capacity: self.ring.capacity().as_u64(),
+            consumer_offset,
+            consumer_page_handle: view.consumer_page,
+            producer_page_handle: view.producer_page,
+            data_handle: view.data,
+        };
+        Ok(Outcome::Done(reply.write_to(output)?))
+    }
+
+    fn unmap(&self, handle: HandleId, input: &[u8]) -> Result<Outcome, Status> {
+        EmptyRequest::read_exact(input)?;
+        self.core().locked(|state| {
+            if state.mapped_by != Some(handle) {
+                return Err(Status::InvalidDeviceState);
+            }
+            state.mapped_by = None;
+            Ok(())
+        })?;
+        self.core().platform.unmap_view(handle);
+        Ok(Outcome::Done(0))
+    }
+
+    fn query(
+        &self,
+        handle: HandleId,
+        input: &[u8],
+        output: &mut [u8],
+        pend: impl FnOnce() -> Result<P::PendingQuery, Status>,
+    ) -> Result<Outcome, Status> {
+        let request = QueryRequest::read_exact(input)?;
+        fits::<QueryReply>(output)?;
+        let core = self.core();
+        core.queries.fetch_add(1, Relaxed);
+        // Return the space the consumer says it has read (validated), without the lock: a
+        // walk may wake an armed query, which takes the lock.
+        let head = self.ring.advance_consumer_offset(request.consumer_offset);
+        if self.ring.is_committed(head) {
+            return Ok(Outcome::Done(query_reply(&self.ring).write_to(output)?));
+        }
+        let complete_now = core.locked(|state| {
+            if state.pending.is_some() {
+                return Err(Status::DeviceBusy);
+            }
+            let query = pend()?;
+            if self.ring.arm_query(head) && self.ring.disarm_query_for(head) {
+                // Committed meanwhile: complete it ourselves, now that it is pending.
+                return Ok(Some(query));
+            }
+            state.pending = Some((handle, query));
+            Ok(None)
+        })?;
+        if let Some(query) = complete_now {
+            core.platform
+                .complete_query(query, Ok(query_reply(&self.ring)));
+        }
+        Ok(Outcome::Pending)
+    }
+
+    /// Takes the pending QUERY if `is_it` says it is the one being cancelled, and disarms it.
+    /// The host completes it with [`Status::Cancelled`] (the Windows cancel routine
+    /// completes the request it is given in any case). `None` if it was not pending (a
+    /// completion won the race).
+    pub fn cancel_query(
+        &self,
+        is_it: impl FnOnce(&P::PendingQuery) -> bool,
+    ) -> Option<P::PendingQuery> {
+        self.core().locked(|state| match &state.pending {
+            Some((_, query)) if is_it(query) => {
+                self.ring.disarm_query();
+                state.pending.take().map(|(_, query)| query)
+            }
+            _ => None,
+        })
+    }
+
+    /// The handle is closed (or its process died): undo its mapping and complete its pending
+    /// QUERY with [`Status::Cancelled`].
+    pub fn close(&self, handle: HandleId) {
+        let (was_mapped, query) = self.core().locked(|state| {
+            let was_mapped = state.mapped_by == Some(handle);
+            if was_mapped {
+                state.mapped_by = None;
+            }
+            let query = match &state.pending {
+                Some((owner, _)) if *owner == handle => {
+                    self.ring.disarm_query();
+                    state.pending.take().map(|(_, query)| query)
+                }
+                _ => None,
+            };
+            (was_mapped, query)
+        });
+        if was_mapped {
+            self.core().platform.unmap_view(handle);
+        }
+        if let Some(query) = query {
+            self.core()
+                .platform
+                .complete_query(query, Err(Status::Cancelled));
+        }
+    }
+
+    fn write(&self, input: &[u8], output: &mut [u8]) -> Result<Outcome, Status> {
+        let (header, payload) = WriteRequest::parse(input)?;
+        fits::<WriteReply>(output)?;
+        if padded_size(header.length) > self.ring.capacity().as_u64() {
+            return Err(Status::InvalidParameter);
+        }
+        let offset = self.core().platform.as_producer(|| {
+            let mut reservation = self.ring.reserve(payload.len()).map_err(reserve_status)?;
+            reservation.payload().copy_from_slice(payload);
+            let offset = reservation.offset();
+            reservation.submit();
+            Ok(offset)
+        })?;
+        self.core().produced.fetch_add(1, Relaxed);
+        let reply = WriteReply {
+            size: WriteReply::SIZE,
+            reserved: 0,
+            offset,
+        };
+        Ok(Outcome::Done(reply.write_to(output)?))
+    }
+
+    /// The STATS reply, as a host or test wants it.
+    pub fn stats_reply(&self) -> StatsReply {
+        let core = self.core();
+        let mapped = core.locked(|state| state.mapped_by.is_some());
+        StatsReply {
+            size: StatsReply::SIZE,
+            mapped: mapped as u32,
+            capacity: self.ring.capacity().as_u64(),
+            producer_offset: self.ring.producer_offset(),
+            reserve_offset: self.ring.reserve_offset(),
+            consumer_offset: self.ring.validated_consumer_offset(),
+            consumer_page_offset: self.ring.consumer_page_offset(),
+            produced: core.produced.load(Relaxed),
+            discarded: core.discarded.load(Relaxed),
+            dropped: self.ring.dropped(),
+            queries: core.queries.load(Relaxed),
+            wakeups: core.wakeups.load(Relaxed),
+            generator_producers: core.generator.running.load(Relaxed),
+            reserved: 0,
+        }
+    }
+
+    fn stats(&self, input: &[u8], output: &mut [u8]) -> Result<Outcome, Status> {
+        EmptyRequest::read_exact(input)?;
+        fits::<StatsReply>(output)?;
+        Ok(Outcome::Done(self.stats_reply().write_to(output)?))
+    }
+
+    fn generate(&self, input: &[u8], output: &mut [u8]) -> Result<Outcome, Status> {
+        let request = GenerateRequest::read_exact(input)?;
+        fits::<GenerateReply>(output)?;
+        let generator = &self.core().generator;
+        match request.action() {
+            GenerateAction::Start => {
+                if padded_size(request.payload_size) > self.ring.capacity().as_u64() {
+                    return Err(Status::InvalidParameter);
+                }
+                // Claim the generator: only one GENERATE start wins.
+                if generator
+                    .running
+                    .compare_exchange(0, request.producers, Acquire, Relaxed)
+                    .is_err()
+                {
+                    return Err(Status::InvalidDeviceState);
+                }
+                generator.stop.store(false, Relaxed);
+                generator.payload_size.store(request.payload_size, Relaxed);
+                generator
+                    .records_per_second
+                    .store(request.records_per_second, Relaxed);
+                generator.count.store(request.count, Relaxed);
+                // The settings above reach the threads through the platform's thread start,
+                // which orders everything before it.
+                if let Err(status) = self.core().platform.start_producers(request.producers) {
+                    generator.running.store(0, Release);
+                    return Err(status);
+                }
+            }
+            GenerateAction::Stop => {
+                if generator.running.load(Acquire) == 0 {
+                    return Err(Status::InvalidDeviceState);
+                }
+                self.stop_generator();
+            }
+        }
+        let reply = GenerateReply {
+            size: GenerateReply::SIZE,
+            producers: generator.running.load(Relaxed),
+        };
+        Ok(Outcome::Done(reply.write_to(output)?))
+    }
+
+    /// Stops the generator, if it runs, and waits for its threads (device removal, GENERATE
+    /// stop).
+    pub fn stop_generator(&self) {
+        let generator = &self.core().generator;
+        generator.stop.store(true, Relaxed);
+        self.core().platform.join_producers();
+        generator.running.store(0, Release);
+    }
+
+    /// The body of generator thread `producer`: submits records until it has submitted
+    /// `count` of them (if a count was given) or the generator is stopped. A full ring is a
+    /// dropped record, counted by the ring; the producer then retries the same sequence
+    /// number after a short pause, so sequence numbers stay gapless.
+    pub fn run_producer(&self, producer: u32) {
+        let core = self.core();
+        let generator = &core.generator;
+        let payload_size = generator.payload_size.load(Relaxed) as usize;
+        let per_second = generator.records_per_second.load(Relaxed);
+        let count = generator.count.load(Relaxed);
+        let interval_ns = if per_second == 0 {
+            0
+        } else {
+            1_000_000_000 / per_second
+        };
+        let mut sequence = 0u64;
+        let mut unpublished = 0u64;
+        let mut next_due = core.platform.now_ns();
+        while (count == 0 || sequence < count) && !generator.stop.load(Relaxed) {
+            if interval_ns != 0 {
+                let now = core.platform.now_ns();
+                if now < next_due {
+                    core.platform.sleep_ns(next_due - now);
+                }
+                next_due += interval_ns;
+            }
+            let submitted = core
+                .platform
+                .as_producer(|| match self.ring.reserve(payload_size) {
+                    Ok(mut reservation) => {
+                        generated::fill(
+                            reservation.payload(),
+                            producer as u16,
+                            sequence,
+                            core.platform.now_ns(),
+                        );
+                        reservation.submit();
+                        true
+                    }
+                    Err(_) => false,
+                });
+            if submitted {
+                sequence += 1;
+                unpublished += 1;
+                // One shared write per 64 records, not one per record.
+                if unpublished == 64 {
+                    core.produced.fetch_add(unpublished, Relaxed);
+                    unpublished = 0;
+                }
+            } else {
+                core.produced.fetch_add(unpublished, Relaxed);
+                unpublished = 0;
+                core.platform.sleep_ns(20_000);
+            }
+        }
+        core.produced.fetch_add(unpublished, Relaxed);
+    }
+}
+
+fn fits<T: Wire>(output: &[u8]) -> Result<(), Status> {
+    if output.len() < T::SIZE as usize {
+        Err(Status::BufferTooSmall)
+    } else {
+        Ok(())
+    }
+}
+
+fn reserve_status(error: ReserveError) -> Status {
+    match error {
+        ReserveError::Full => Status::InsufficientResources,
+        ReserveError::Empty
+        | ReserveError::TooLong { .. }
+        | ReserveError::LargerThanRing { .. } => Status::InvalidParameter,
+    }
+}
