@@ -35,6 +35,8 @@ pub use producer::{Hooks, Reservation, ReserveError, Ring};
 pub use placement::HeapRing;
 
 #[cfg(all(test, not(loom)))]
+mod device_tests;
+#[cfg(all(test, not(loom)))]
 mod model_tests;
 #[cfg(all(test, not(loom)))]
 mod ring_tests;

@@ -1,0 +1,393 @@
+//! Unit tests of the device logic against a test platform.
+
+use std::sync::Mutex;
+use std::vec::Vec;
+
+use crate::abi::{
+    EmptyRequest, GenerateRequest, MapReply, QueryReply, QueryRequest, Request, StatsReply, Status,
+    Wire, WriteRequest,
+};
+use crate::device::{Device, HandleId, Outcome, Platform, ViewHandles};
+use crate::layout::Capacity;
+use crate::placement::HeapRing;
+
+#[derive(Default)]
+struct TestPlatform {
+    lock: Mutex<()>,
+    completed: Mutex<Vec<(u32, Result<QueryReply, Status>)>>,
+    unmapped: Mutex<Vec<HandleId>>,
+    started: Mutex<Vec<u32>>,
+}
+
+// SAFETY: `with_lock` runs its closure under a mutex.
+unsafe impl Platform for TestPlatform {
+    type PendingQuery = u32;
+    fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = self.lock.lock().unwrap();
+        f()
+    }
+    fn complete_query(&self, query: u32, reply: Result<QueryReply, Status>) {
+        self.completed.lock().unwrap().push((query, reply));
+    }
+    fn map_view(&self, _handle: HandleId) -> Result<ViewHandles, Status> {
+        Ok(ViewHandles {
+            consumer_page: 10,
+            producer_page: 11,
+            data: 12,
+        })
+    }
+    fn unmap_view(&self, handle: HandleId) {
+        self.unmapped.lock().unwrap().push(handle);
+    }
+    fn now_ns(&self) -> u64 {
+        7
+    }
+    fn start_producers(&self, producers: u32) -> Result<(), Status> {
+        self.started.lock().unwrap().push(producers);
+        Ok(())
+    }
+    fn join_producers(&self) {}
+    fn sleep_ns(&self, _ns: u64) {}
+}
+
+/// A device over heap memory (the HeapRing's memory is borrowed for the placement).
+fn device() -> (Device<TestPlatform>, HeapRing, crate::Consumer) {
+    let (heap, consumer) = HeapRing::new(Capacity::new(4096).unwrap(), ());
+    // SAFETY: the heap ring's memory outlives the device (returned together, and the test
+    // never uses the heap ring's own producer side); the device is its only producer side.
+    let device = unsafe { Device::new(*heap.placement(), TestPlatform::default()) };
+    (device, heap, consumer)
+}
+
+const A: HandleId = HandleId(1);
+const B: HandleId = HandleId(2);
+
+fn call(
+    device: &Device<TestPlatform>,
+    handle: HandleId,
+    request: Request,
+    input: &[u8],
+    id: u32,
+) -> (Result<Outcome, Status>, Vec<u8>) {
+    let mut output = vec![0u8; 128];
+    let result = device.request(handle, request, input, &mut output, || Ok(id));
+    (result, output)
+}
+
+fn write(device: &Device<TestPlatform>, payload: &[u8]) -> Result<Outcome, Status> {
+    let mut input = WriteRequest::new(payload.len() as u32).as_bytes().to_vec();
+    input.extend_from_slice(payload);
+    call(device, A, Request::Write, &input, 0).0
+}
+
+fn stats(device: &Device<TestPlatform>) -> StatsReply {
+    let (result, output) = call(device, A, Request::Stats, EmptyRequest::new().as_bytes(), 0);
+    assert_eq!(result, Ok(Outcome::Done(StatsReply::SIZE as usize)));
+    StatsReply::read_exact(&output[..StatsReply::SIZE as usize]).unwrap()
+}
+
+#[test]
+fn one_mapping_at_a_time() {
+    let (device, _heap, _consumer) = device();
+    let map = EmptyRequest::new();
+    let (result, output) = call(&device, A, Request::Map, map.as_bytes(), 0);
+    assert_eq!(result, Ok(Outcome::Done(MapReply::SIZE as usize)));
+    let reply = MapReply::read_exact(&output[..MapReply::SIZE as usize]).unwrap();
+    assert_eq!(
+        (
+            reply.capacity,
+            reply.consumer_page_handle,
+            reply.data_handle
+        ),
+        (4096, 10, 12)
+    );
+    assert_eq!(
+        call(&device, B, Request::Map, map.as_bytes(), 0).0,
+        Err(Status::SharingViolation)
+    );
+    assert_eq!(
+        call(&device, B, Request::Unmap, map.as_bytes(), 0).0,
+        Err(Status::InvalidDeviceState)
+    );
+    device.close(A);
+    assert_eq!(*device.platform().unmapped.lock().unwrap(), [A]);
+    assert!(matches!(
+        call(&device, B, Request::Map, map.as_bytes(), 0).0,
+        Ok(Outcome::Done(_))
+    ));
+    assert_eq!(
+        call(&device, B, Request::Unmap, map.as_bytes(), 0).0,
+        Ok(Outcome::Done(0))
+    );
+}
+
+#[test]
+fn a_query_pends_on_an_empty_ring_and_the_next_write_completes_it() {
+    let (device, _heap, _consumer) = device();
+    let query = QueryRequest::new(0);
+    assert_eq!(
+        call(&device, A, Request::Query, query.as_bytes(), 5).0,
+        Ok(Outcome::Pending)
+    );
+    assert_eq!(
+        call(&device, B, Request::Query, query.as_bytes(), 6).0,
+        Err(Status::DeviceBusy),
+        "one pending query per ring"
+    );
+    assert_eq!(write(&device, b"wake"), Ok(Outcome::Done(16)));
+    let completed = device.platform().completed.lock().unwrap().clone();
+    assert_eq!(completed.len(), 1);
+    let (id, reply) = completed[0];
+    assert_eq!(id, 5);
+    let reply = reply.unwrap();
+    assert_eq!(
+        (reply.producer_offset, reply.consumer_offset, reply.lost),
+        (16, 0, 0)
+    );
+    assert_eq!(stats(&device).wakeups, 1);
+    assert_eq!(device.ring().armed_head(), None);
+}
+
+#[test]
+fn a_query_on_a_committed_head_completes_at_once_and_returns_space() {
+    let (device, _heap, _consumer) = device();
+    write(&device, b"one").unwrap();
+    write(&device, b"two").unwrap();
+    let (result, output) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(0).as_bytes(),
+        1,
+    );
+    assert_eq!(result, Ok(Outcome::Done(QueryReply::SIZE as usize)));
+    let reply = QueryReply::read_exact(&output[..32]).unwrap();
+    assert_eq!(reply.producer_offset, 32);
+    // The consumer says it read the first record: its space is returned.
+    let (result, output) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(16).as_bytes(),
+        1,
+    );
+    assert!(matches!(result, Ok(Outcome::Done(_))));
+    assert_eq!(
+        QueryReply::read_exact(&output[..32])
+            .unwrap()
+            .consumer_offset,
+        16
+    );
+    // Having read everything, the query pends.
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(32).as_bytes(),
+        2,
+    );
+    assert_eq!(result, Ok(Outcome::Pending));
+    assert_eq!(device.ring().armed_head(), Some(32));
+}
+
+#[test]
+fn a_locked_head_keeps_the_query_pending() {
+    let (device, _heap, _consumer) = device();
+    let held = device.ring().reserve(8).unwrap();
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(0).as_bytes(),
+        3,
+    );
+    assert_eq!(
+        result,
+        Ok(Outcome::Pending),
+        "producer > consumer is not enough"
+    );
+    write(&device, b"behind").unwrap();
+    assert!(device.platform().completed.lock().unwrap().is_empty());
+    held.submit();
+    assert_eq!(device.platform().completed.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn cancel_and_completion_complete_exactly_once() {
+    let (device, _heap, _consumer) = device();
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(0).as_bytes(),
+        9,
+    );
+    assert_eq!(result, Ok(Outcome::Pending));
+    assert_eq!(device.cancel_query(|q| *q == 8), None, "not that one");
+    assert_eq!(device.cancel_query(|q| *q == 9), Some(9));
+    assert_eq!(device.cancel_query(|q| *q == 9), None, "only once");
+    write(&device, b"late").unwrap();
+    assert!(device.platform().completed.lock().unwrap().is_empty());
+    assert_eq!(device.ring().armed_head(), None);
+}
+
+#[test]
+fn closing_a_handle_cancels_its_query_only() {
+    let (device, _heap, _consumer) = device();
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(0).as_bytes(),
+        4,
+    );
+    assert_eq!(result, Ok(Outcome::Pending));
+    device.close(B);
+    assert!(device.platform().completed.lock().unwrap().is_empty());
+    device.close(A);
+    assert_eq!(
+        *device.platform().completed.lock().unwrap(),
+        [(4, Err(Status::Cancelled))]
+    );
+}
+
+#[test]
+fn bad_requests_get_their_status_and_change_nothing() {
+    let (device, _heap, _consumer) = device();
+    write(&device, b"x").unwrap();
+    let before = stats(&device);
+    let empty = EmptyRequest::new();
+    let mut reserved = empty;
+    reserved.reserved = 1;
+    let mut oversized = empty.as_bytes().to_vec();
+    oversized.push(0);
+    for request in [Request::Map, Request::Unmap, Request::Stats] {
+        for input in [
+            &empty.as_bytes()[..4],
+            &oversized[..],
+            reserved.as_bytes(),
+            &[],
+        ] {
+            assert_eq!(
+                call(&device, A, request, input, 0).0,
+                Err(Status::InvalidParameter),
+                "{request:?} {input:?}"
+            );
+        }
+    }
+    let mut short_output = [0u8; 8];
+    assert_eq!(
+        device.request(A, Request::Map, empty.as_bytes(), &mut short_output, || Ok(
+            0
+        )),
+        Err(Status::BufferTooSmall)
+    );
+    assert_eq!(
+        device.request(
+            A,
+            Request::Query,
+            QueryRequest::new(0).as_bytes(),
+            &mut short_output,
+            || Ok(0)
+        ),
+        Err(Status::BufferTooSmall)
+    );
+    // WRITE: a length that disagrees with the payload, zero, or larger than the ring.
+    let mut lying = WriteRequest::new(5).as_bytes().to_vec();
+    lying.extend_from_slice(b"abc");
+    assert_eq!(
+        call(&device, A, Request::Write, &lying, 0).0,
+        Err(Status::InvalidParameter)
+    );
+    let mut huge = WriteRequest::new(5000).as_bytes().to_vec();
+    huge.extend_from_slice(&[0; 5000]);
+    assert_eq!(
+        call(&device, A, Request::Write, &huge, 0).0,
+        Err(Status::InvalidParameter)
+    );
+    assert_eq!(
+        call(
+            &device,
+            A,
+            Request::Generate,
+            GenerateRequest::start(0, 8, 0, 0).as_bytes(),
+            0
+        )
+        .0,
+        Err(Status::InvalidParameter)
+    );
+    assert_eq!(
+        call(
+            &device,
+            A,
+            Request::Generate,
+            GenerateRequest::stop().as_bytes(),
+            0
+        )
+        .0,
+        Err(Status::InvalidDeviceState)
+    );
+    let after = stats(&device);
+    assert_eq!(
+        (
+            after.producer_offset,
+            after.produced,
+            after.dropped,
+            after.mapped
+        ),
+        (
+            before.producer_offset,
+            before.produced,
+            before.dropped,
+            before.mapped
+        )
+    );
+    assert!(device.platform().started.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_full_ring_refuses_writes_and_counts_them() {
+    let (device, _heap, _consumer) = device();
+    let payload = [1u8; 4088];
+    write(&device, &payload).unwrap();
+    assert_eq!(
+        write(&device, b"no room"),
+        Err(Status::InsufficientResources)
+    );
+    let s = stats(&device);
+    assert_eq!((s.produced, s.dropped), (1, 1));
+}
+
+#[test]
+fn the_generator_writes_tagged_records_and_counts_them() {
+    let (device, _heap, mut consumer) = device();
+    let start = GenerateRequest::start(1, 24, 0, 10);
+    let (result, _) = call(&device, A, Request::Generate, start.as_bytes(), 0);
+    assert!(matches!(result, Ok(Outcome::Done(_))));
+    assert_eq!(*device.platform().started.lock().unwrap(), [1]);
+    assert_eq!(
+        call(&device, A, Request::Generate, start.as_bytes(), 0).0,
+        Err(Status::InvalidDeviceState),
+        "already running"
+    );
+    device.run_producer(3);
+    let records: Vec<_> = consumer
+        .batch()
+        .iter()
+        .map(|r| crate::abi::generated::parse(r).unwrap())
+        .collect();
+    assert_eq!(records.len(), 10);
+    for (i, (producer, sequence, time)) in records.into_iter().enumerate() {
+        assert_eq!((producer, sequence, time), (3, i as u64, Some(7)));
+    }
+    assert_eq!(stats(&device).produced, 10);
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Generate,
+        GenerateRequest::stop().as_bytes(),
+        0,
+    );
+    assert!(matches!(result, Ok(Outcome::Done(_))));
+    assert_eq!(stats(&device).generator_producers, 0);
+}
