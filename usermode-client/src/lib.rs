@@ -1,1 +1,304 @@
-//! Client library for ringmap devices (issue 3 fills it in).
+//! Client library for ringmap devices: open a device, map its ring and consume records in
+//! batches, wait for records with QUERY, write records, read the counters, drive the
+//! built-in generator.
+//!
+//! On Linux the device is a usersim host (`ringmap serve`, or [`ringmap_usersim::Server`] in
+//! a test) reached through a Unix socket; on Windows it is the installed driver,
+//! `\\.\RingMap`. The API is the same on both.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), ringmap_client::Error> {
+//! let device = ringmap_client::Device::open()?;
+//! let mut mapping = device.map()?;
+//! loop {
+//!     let position = mapping.consumer().position();
+//!     device.wait(position, None)?;
+//!     mapping.consumer().consume(|record| println!("{} bytes", record.len()));
+//! }
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use ringmap_core::abi::{
+    EmptyRequest, GenerateReply, MapReply, QueryRequest, Request, Wire, WriteReply, WriteRequest,
+};
+pub use ringmap_core::abi::{GenerateRequest, QueryReply, StatsReply, Status};
+use ringmap_core::{Capacity, Consumer, SharedView};
+
+mod backend;
+
+#[cfg(target_os = "linux")]
+pub use ringmap_usersim::default_socket_path;
+
+/// What went wrong, as a sentence that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// There is no device to open.
+    #[cfg_attr(
+        unix,
+        error(
+            "no ringmap device at {}: start one with `ringmap serve` (or use `ringmap demo`)",
+            path.display()
+        )
+    )]
+    #[cfg_attr(
+        not(unix),
+        error(
+            "the ringmap driver is not installed ({} does not exist): run scripts/install.ps1 as Administrator",
+            path.display()
+        )
+    )]
+    NoDevice {
+        /// The socket (Linux) or device path (Windows) that was tried.
+        path: std::path::PathBuf,
+    },
+    /// The device exists but this user may not open it.
+    #[cfg_attr(
+        unix,
+        error(
+            "not allowed to open the ringmap device at {}: check the socket's permissions (it belongs to the user who ran `ringmap serve`)",
+            path.display()
+        )
+    )]
+    #[cfg_attr(
+        not(unix),
+        error("not allowed to open {}: run as Administrator", path.display())
+    )]
+    AccessDenied {
+        /// The socket or device path.
+        path: std::path::PathBuf,
+    },
+    /// MAP refused: another handle has the ring mapped.
+    #[error("the ring is already mapped by another process: stop the other consumer first")]
+    AlreadyMapped,
+    /// The connection to the device ended.
+    #[error(
+        "the device went away (server stopped or driver unloaded): start it again and reconnect"
+    )]
+    DeviceGone,
+    /// WRITE refused: no room in the ring.
+    #[error(
+        "the ring is full: the consumer is behind; consume records (or retry later) and write again"
+    )]
+    RingFull,
+    /// The device refused the request with this status.
+    #[error("the device refused the request: {0}")]
+    Status(Status),
+    /// An operating-system call failed.
+    #[error("a system call failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The device answered something this client does not understand.
+    #[error("the device broke the protocol: {0}; client and device versions may differ")]
+    Protocol(String),
+}
+
+/// The monotonic clock in nanoseconds: the clock the generator stamps records with
+/// (`CLOCK_MONOTONIC` on Linux, `QueryPerformanceCounter`-based on Windows).
+pub fn monotonic_ns() -> u64 {
+    backend::monotonic_ns()
+}
+
+/// One open handle of the device. One request at a time per `Device` (open one per thread).
+pub struct Device {
+    handle: backend::Handle,
+}
+
+fn status_error(request: Request, status: Status) -> Error {
+    match (request, status) {
+        (Request::Map, Status::SharingViolation) => Error::AlreadyMapped,
+        (Request::Write, Status::InsufficientResources) => Error::RingFull,
+        _ => Error::Status(status),
+    }
+}
+
+fn parse_reply<T: Wire>(request: Request, bytes: &[u8]) -> Result<T, Error> {
+    T::read_exact(bytes).map_err(|status| {
+        Error::Protocol(format!(
+            "a {} reply of {} bytes is malformed ({status})",
+            request.name(),
+            bytes.len()
+        ))
+    })
+}
+
+impl Device {
+    /// Opens the device: on Linux a usersim device at [`default_socket_path`]; on Windows the
+    /// installed driver, `\\.\RingMap`.
+    pub fn open() -> Result<Device, Error> {
+        Ok(Device {
+            handle: backend::Handle::open()?,
+        })
+    }
+
+    /// Opens the usersim device listening at `socket`.
+    #[cfg(unix)]
+    pub fn open_at(socket: &std::path::Path) -> Result<Device, Error> {
+        Ok(Device {
+            handle: backend::Handle::open_at(socket)?,
+        })
+    }
+
+    fn call(&self, request: Request, input: &[u8], output_len: usize) -> Result<Vec<u8>, Error> {
+        self.handle
+            .request(request as u32, request.ioctl(), input, output_len)?
+            .map_err(|status| status_error(request, status))
+    }
+
+    /// MAP: maps the consumer page read-write, the producer page read-only and the data
+    /// read-only twice back to back, and makes the ring's one consumer over them.
+    pub fn map(&self) -> Result<Mapping, Error> {
+        let (bytes, view) = self
+            .handle
+            .map(EmptyRequest::new().as_bytes(), MapReply::SIZE as usize)?
+            .map_err(|status| status_error(Request::Map, status))?;
+        let reply: MapReply = parse_reply(Request::Map, &bytes)?;
+        let capacity = Capacity::new(reply.capacity)
+            .map_err(|_| Error::Protocol(format!("capacity {} is not one", reply.capacity)))?;
+        let view = view.map(&reply, capacity)?;
+        // SAFETY: the view's mappings live as long as the `Mapping`, which drops the consumer
+        // first; they are the consumer page (read-write), the producer page and the data
+        // twice back to back, as the device sent them; the device hands out one mapping at a
+        // time, so this is the ring's one consumer, and this process writes the consumer
+        // page only through it.
+        let consumer = unsafe {
+            let shared = SharedView::new(
+                view.consumer_page(),
+                view.producer_page(),
+                view.data(),
+                capacity,
+            )
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+            Consumer::new(shared)
+        };
+        Ok(Mapping {
+            consumer,
+            capacity,
+            view,
+        })
+    }
+
+    /// QUERY: returns the space up to `consumer_offset`, then waits until the head record is
+    /// committed. `None` if `timeout` passed first (the QUERY is cancelled then).
+    pub fn wait(
+        &self,
+        consumer_offset: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<QueryReply>, Error> {
+        let input = QueryRequest::new(consumer_offset);
+        match self
+            .handle
+            .query(input.as_bytes(), QueryReply::SIZE as usize, timeout)?
+        {
+            Ok(bytes) => Ok(Some(parse_reply(Request::Query, &bytes)?)),
+            Err(Status::Cancelled) if timeout.is_some() => Ok(None),
+            Err(status) => Err(status_error(Request::Query, status)),
+        }
+    }
+
+    /// WRITE: one record with `payload`; returns its offset. [`Error::RingFull`] when the
+    /// ring has no room.
+    pub fn write(&self, payload: &[u8]) -> Result<u64, Error> {
+        let length =
+            u32::try_from(payload.len()).map_err(|_| Error::Status(Status::InvalidParameter))?;
+        let mut input = Vec::with_capacity(WriteRequest::SIZE as usize + payload.len());
+        input.extend_from_slice(WriteRequest::new(length).as_bytes());
+        input.extend_from_slice(payload);
+        let bytes = self.call(Request::Write, &input, WriteReply::SIZE as usize)?;
+        Ok(parse_reply::<WriteReply>(Request::Write, &bytes)?.offset)
+    }
+
+    /// STATS: offsets, capacity and counters.
+    pub fn stats(&self) -> Result<StatsReply, Error> {
+        let bytes = self.call(
+            Request::Stats,
+            EmptyRequest::new().as_bytes(),
+            StatsReply::SIZE as usize,
+        )?;
+        parse_reply(Request::Stats, &bytes)
+    }
+
+    /// GENERATE: starts or stops the built-in producer; returns the producer threads running
+    /// afterwards.
+    pub fn generate(&self, request: GenerateRequest) -> Result<u32, Error> {
+        let bytes = self.call(
+            Request::Generate,
+            request.as_bytes(),
+            GenerateReply::SIZE as usize,
+        )?;
+        Ok(parse_reply::<GenerateReply>(Request::Generate, &bytes)?.producers)
+    }
+
+    /// UNMAP: the device forgets this handle's mapping (a `Mapping` still alive keeps its
+    /// memory mapped until dropped).
+    pub fn unmap(&self) -> Result<(), Error> {
+        self.call(Request::Unmap, EmptyRequest::new().as_bytes(), 0)?;
+        Ok(())
+    }
+
+    /// Sends any request code with any input, for hostile-input tests: the reply's bytes, or
+    /// [`Error::Status`] with the status the device answered. A MAP through here maps
+    /// nothing (descriptors that come with it are closed).
+    pub fn raw_request(
+        &self,
+        code: u32,
+        input: &[u8],
+        output_len: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let ioctl = Request::from_code(code).map_or(code, Request::ioctl);
+        self.handle
+            .request(code, ioctl, input, output_len)?
+            .map_err(Error::Status)
+    }
+}
+
+/// The consumer view mapped into this process and the ring's one consumer over it. Unmaps
+/// when dropped.
+pub struct Mapping {
+    // Declared before `view`: dropped before the memory it reads goes away.
+    consumer: Consumer,
+    capacity: Capacity,
+    view: backend::View,
+}
+
+impl Mapping {
+    /// The ring's consumer: batches of borrowed records.
+    pub fn consumer(&mut self) -> &mut Consumer {
+        &mut self.consumer
+    }
+
+    /// The data capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity.as_u64()
+    }
+
+    /// The consumer page as mapped (read-write): its first `u64` is the consumer offset.
+    pub fn consumer_page_ptr(&self) -> *mut u64 {
+        self.view.consumer_page().cast()
+    }
+
+    /// The producer page as mapped (read-only).
+    pub fn producer_page_ptr(&self) -> *const u8 {
+        self.view.producer_page()
+    }
+
+    /// The data as mapped (read-only, `2 * capacity` bytes: the data twice).
+    pub fn data_ptr(&self) -> *const u8 {
+        self.view.data()
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("capacity", &self.capacity.as_u64())
+            .field("consumer", &self.consumer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device").finish_non_exhaustive()
+    }
+}

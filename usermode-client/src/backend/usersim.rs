@@ -1,0 +1,309 @@
+//! A usersim device through its Unix socket (see `ringmap_usersim::protocol`).
+
+use std::cell::Cell;
+use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ringmap_core::abi::{MapReply, Request, Status};
+use ringmap_core::{Capacity, PAGE_SIZE};
+use ringmap_usersim::protocol::{CODE_CANCEL, MAP_FDS, ReplyHeader, RequestHeader};
+use rustix::event::{PollFd, PollFlags};
+use rustix::mm::ProtFlags;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags};
+
+use super::check_status;
+use crate::Error;
+
+pub(crate) fn monotonic_ns() -> u64 {
+    ringmap_usersim::server::now_ns()
+}
+
+/// A connection to a usersim device: one handle.
+pub(crate) struct Handle {
+    stream: UnixStream,
+    next_id: Cell<u64>,
+}
+
+fn transport_error(error: io::Error) -> Error {
+    match error.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::NotConnected => Error::DeviceGone,
+        _ => Error::Io(error),
+    }
+}
+
+/// A reply: its header, its bytes and the descriptors that came with it.
+struct Reply {
+    header: ReplyHeader,
+    body: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Handle {
+    pub(crate) fn open() -> Result<Handle, Error> {
+        Handle::open_at(&ringmap_usersim::default_socket_path())
+    }
+
+    pub(crate) fn open_at(path: &Path) -> Result<Handle, Error> {
+        let stream = UnixStream::connect(path).map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::NoDevice {
+                path: path.to_path_buf(),
+            },
+            io::ErrorKind::PermissionDenied => Error::AccessDenied {
+                path: path.to_path_buf(),
+            },
+            _ => Error::Io(io::Error::new(
+                error.kind(),
+                format!("cannot connect to {}: {error}", path.display()),
+            )),
+        })?;
+        Ok(Handle {
+            stream,
+            next_id: Cell::new(1),
+        })
+    }
+
+    fn send(&self, code: u32, id: u64, input: &[u8], output_len: usize) -> Result<(), Error> {
+        let header = RequestHeader {
+            code,
+            input_len: u32::try_from(input.len())
+                .map_err(|_| Error::Status(Status::InvalidParameter))?,
+            id,
+            output_len: u32::try_from(output_len).unwrap_or(u32::MAX),
+            reserved: 0,
+        };
+        let mut message = Vec::with_capacity(RequestHeader::SIZE + input.len());
+        message.extend_from_slice(&header.to_bytes());
+        message.extend_from_slice(input);
+        let mut sent = 0;
+        while sent < message.len() {
+            match rustix::net::send(&self.stream, &message[sent..], SendFlags::NOSIGNAL) {
+                Ok(n) => sent += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(transport_error(errno.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes, keeping any descriptors that come along.
+    fn receive_exact(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<(), Error> {
+        let mut got = 0;
+        while got < buf.len() {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAP_FDS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = rustix::net::recvmsg(
+                &self.stream,
+                &mut [IoSliceMut::new(&mut buf[got..])],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            );
+            let received = match received {
+                Ok(received) => received,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => return Err(transport_error(errno.into())),
+            };
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = message {
+                    fds.extend(rights);
+                }
+            }
+            if received.bytes == 0 {
+                return Err(Error::DeviceGone);
+            }
+            got += received.bytes;
+        }
+        Ok(())
+    }
+
+    fn receive(&self) -> Result<Reply, Error> {
+        let mut fds = Vec::new();
+        let mut header = [0u8; ReplyHeader::SIZE];
+        self.receive_exact(&mut header, &mut fds)?;
+        let header = ReplyHeader::from_bytes(&header);
+        if header.len > ringmap_usersim::protocol::MAX_OUTPUT {
+            return Err(Error::Protocol(format!(
+                "a reply of {} bytes is longer than any",
+                header.len
+            )));
+        }
+        let mut body = vec![0u8; header.len as usize];
+        self.receive_exact(&mut body, &mut fds)?;
+        Ok(Reply { header, body, fds })
+    }
+
+    /// Waits for the reply to `id`; replies to earlier requests that nobody waits for any
+    /// more are dropped.
+    fn receive_for(&self, id: u64) -> Result<Reply, Error> {
+        loop {
+            let reply = self.receive()?;
+            if reply.header.id == id {
+                return Ok(reply);
+            }
+        }
+    }
+
+    fn new_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        id
+    }
+
+    fn call(&self, code: u32, input: &[u8], output_len: usize) -> Result<Reply, Error> {
+        let id = self.new_id();
+        self.send(code, id, input, output_len)?;
+        self.receive_for(id)
+    }
+
+    pub(crate) fn request(
+        &self,
+        code: u32,
+        _ioctl: u32,
+        input: &[u8],
+        output_len: usize,
+    ) -> Result<Result<Vec<u8>, Status>, Error> {
+        let reply = self.call(code, input, output_len)?;
+        Ok(check_status(reply.header.status)?.map(|()| reply.body))
+    }
+
+    pub(crate) fn map(
+        &self,
+        input: &[u8],
+        output_len: usize,
+    ) -> Result<Result<(Vec<u8>, PendingView), Status>, Error> {
+        let reply = self.call(Request::Map as u32, input, output_len)?;
+        Ok(check_status(reply.header.status)?
+            .map(|()| (reply.body, PendingView { fds: reply.fds })))
+    }
+
+    pub(crate) fn query(
+        &self,
+        input: &[u8],
+        output_len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Result<Vec<u8>, Status>, Error> {
+        let id = self.new_id();
+        self.send(Request::Query as u32, id, input, output_len)?;
+        let reply = match timeout {
+            None => self.receive_for(id)?,
+            Some(timeout) => {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !self.readable_within(left)? {
+                        // Timed out: cancel; the one reply comes at once (the completion, if
+                        // it won the race, or STATUS_CANCELLED).
+                        self.send(CODE_CANCEL, id, &[], 0)?;
+                        break self.receive_for(id)?;
+                    }
+                    let reply = self.receive()?;
+                    if reply.header.id == id {
+                        break reply;
+                    }
+                }
+            }
+        };
+        Ok(check_status(reply.header.status)?.map(|()| reply.body))
+    }
+
+    fn readable_within(&self, timeout: Duration) -> Result<bool, Error> {
+        let timeout = rustix::time::Timespec {
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        loop {
+            let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(n) => return Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => return Err(Error::Io(errno.into())),
+            }
+        }
+    }
+}
+
+/// The descriptors of a MAP reply, not yet mapped.
+pub(crate) struct PendingView {
+    fds: Vec<OwnedFd>,
+}
+
+impl PendingView {
+    pub(crate) fn map(self, reply: &MapReply, capacity: Capacity) -> Result<View, Error> {
+        if self.fds.len() != MAP_FDS
+            || (
+                reply.consumer_page_handle,
+                reply.producer_page_handle,
+                reply.data_handle,
+            ) != (0, 1, 2)
+        {
+            return Err(Error::Protocol(format!(
+                "a MAP reply came with {} descriptors and indexes {}, {}, {}",
+                self.fds.len(),
+                reply.consumer_page_handle,
+                reply.producer_page_handle,
+                reply.data_handle
+            )));
+        }
+        // SAFETY: `map_view` makes a new reservation and replaces nothing else.
+        let (base, len) = unsafe {
+            ringmap_usersim::ring::map_view(
+                capacity,
+                self.fds[0].as_fd(),
+                self.fds[1].as_fd(),
+                self.fds[2].as_fd(),
+                ProtFlags::READ | ProtFlags::WRITE,
+                ProtFlags::READ,
+            )?
+        };
+        // The descriptors close here; the mappings stay.
+        Ok(View { base, len })
+    }
+}
+
+/// The consumer view mapped in this process: `[consumer page | producer page | data |
+/// data]`. Unmapped when dropped.
+pub(crate) struct View {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping belongs to this value alone and is process-wide memory; it may be used
+// and unmapped from any thread.
+unsafe impl Send for View {}
+
+impl View {
+    pub(crate) fn consumer_page(&self) -> *mut u8 {
+        self.base
+    }
+
+    pub(crate) fn producer_page(&self) -> *mut u8 {
+        self.base.wrapping_add(PAGE_SIZE)
+    }
+
+    pub(crate) fn data(&self) -> *mut u8 {
+        self.base.wrapping_add(2 * PAGE_SIZE)
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `PendingView::map` and is unmapped once; the
+        // consumer that read it is dropped before (field order of `Mapping`).
+        let _ = unsafe { rustix::mm::munmap(self.base.cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}

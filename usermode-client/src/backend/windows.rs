@@ -1,0 +1,1 @@
+//! The installed driver, `\\.\RingMap` (Windows).
