@@ -1,4 +1,7 @@
-fn main() {
-    eprintln!("ringmap: the device and its commands are not built yet (issue 3)");
-    std::process::exit(2);
+//! `ringmap`: run, watch and measure a ringmap device (see `ringmap --help`).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -1,0 +1,313 @@
+//! `ringmap bench`: the device's generator to a consumer through the mapping, next to the
+//! in-process core ring, and the device's wake-up next to a plain pipe wake-up, measured in
+//! the same run. Ratios, not absolute times, are the point.
+
+use std::hint::spin_loop;
+use std::io::{Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringmap_client::{Device, GenerateRequest, Mapping};
+use ringmap_core::abi::generated;
+use ringmap_core::{Capacity, HeapRing, ReserveError};
+
+use super::{CliError, CliResult, format_us, monotonic_ns, parse_size, percentile_us};
+
+/// Options of `ringmap bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Records for the 8-byte runs (the 4 KiB runs use a sixteenth of it).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    records: u64,
+    /// Wake-ups to measure for each of the device and the pipe.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    wakeups: u64,
+    /// The ring's data capacity, for the device and the in-process ring.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "BYTES")]
+    capacity: u64,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let capacity = Capacity::new(args.capacity).map_err(|_| {
+        CliError::msg("--capacity must be a power of two of at least a page (4096 bytes).")
+    })?;
+    if args.records < 16 || args.wakeups == 0 {
+        return Err(CliError::msg(
+            "--records must be at least 16 and --wakeups at least 1.",
+        ));
+    }
+    #[cfg(target_os = "linux")]
+    let (_dir, server) = {
+        let dir = super::TempDir::new("ringmap-bench")?;
+        let socket = dir.path().join("ringmap.sock");
+        let server = super::serve::start(&socket, args.capacity)?;
+        (dir, server)
+    };
+    #[cfg(target_os = "linux")]
+    let device = Device::open_at(server.socket_path())?;
+    #[cfg(not(target_os = "linux"))]
+    let device = Device::open()?;
+    let mut mapping = device.map()?;
+    if mapping.capacity() != capacity.as_u64() {
+        return Err(CliError::msg(format!(
+            "the device's ring holds {} bytes, not the {} asked for; pass --capacity {} to compare like with like.",
+            mapping.capacity(),
+            capacity.as_u64(),
+            mapping.capacity()
+        )));
+    }
+    println!(
+        "throughput: one producer, one consumer, {} byte ring",
+        capacity.as_u64()
+    );
+    println!(
+        "{:<10} {:>16} {:>16} {:>8}",
+        "payload", "device rec/s", "in-process rec/s", "ratio"
+    );
+    for payload in [8u32, 4096] {
+        let records = if payload == 8 {
+            args.records
+        } else {
+            args.records / 16
+        };
+        let device_rate = device_throughput(&device, &mut mapping, payload, records)?;
+        let core_rate = core_throughput(capacity, payload as usize, records)?;
+        println!(
+            "{:<10} {:>16.0} {:>16.0} {:>7.1}%",
+            format!("{payload} B"),
+            device_rate,
+            core_rate,
+            100.0 * device_rate / core_rate
+        );
+    }
+    let device_wake = device_wake_latency(&device, &mut mapping, args.wakeups)?;
+    let pipe_wake = pipe_wake_latency(args.wakeups)?;
+    println!(
+        "wake latency: submit to a blocked consumer's return, {} samples",
+        args.wakeups
+    );
+    println!("{:<10} {:>12} {:>12}", "", "device", "pipe");
+    for p in [50.0, 99.0] {
+        let d = percentile_us(&device_wake, p);
+        let q = percentile_us(&pipe_wake, p);
+        let ratio = match (d, q) {
+            (Some(d), Some(q)) if q > 0.0 => format!("{:.2}x", d / q),
+            _ => "n/a".to_string(),
+        };
+        println!(
+            "{:<10} {:>12} {:>12} {:>8}",
+            format!("p{p:.0}"),
+            format_us(d),
+            format_us(q),
+            ratio
+        );
+    }
+    Ok(0)
+}
+
+/// The device's generator (one producer thread in the host) to this thread through the
+/// mapping: records per second, from GENERATE start to the last record read.
+fn device_throughput(
+    device: &Device,
+    mapping: &mut Mapping,
+    payload: u32,
+    records: u64,
+) -> Result<f64, CliError> {
+    let start = Instant::now();
+    device.generate(GenerateRequest::start(1, payload, 0, records))?;
+    let mut expected = 0u64;
+    let mut mismatches = 0u64;
+    let mut empty = 0u32;
+    while expected < records {
+        let consumer = mapping.consumer();
+        let batch = consumer.batch();
+        if batch.is_empty() {
+            drop(batch);
+            empty += 1;
+            if empty < 64 {
+                spin_loop();
+            } else if empty < 128 {
+                thread::yield_now();
+            } else {
+                let position = consumer.position();
+                if device
+                    .wait(position, Some(Duration::from_secs(2)))?
+                    .is_none()
+                {
+                    let stats = device.stats()?;
+                    if stats.generator_producers == 0 && stats.producer_offset == position {
+                        return Err(CliError::msg(format!(
+                            "the generator stopped after {expected} of {records} records."
+                        )));
+                    }
+                }
+            }
+            continue;
+        }
+        empty = 0;
+        for record in batch.iter() {
+            let sequence = generated::parse(record).map(|(_, s, _)| s);
+            mismatches += u64::from(sequence != Some(expected));
+            expected += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    // Return the space, and wait for the generator to wind down.
+    let _ = device.wait(
+        mapping.consumer().position(),
+        Some(Duration::from_millis(1)),
+    );
+    while device.stats()?.generator_producers != 0 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    if mismatches != 0 {
+        return Err(CliError::msg(format!(
+            "{mismatches} records came out of sequence through the device."
+        )));
+    }
+    Ok(records as f64 / elapsed.as_secs_f64())
+}
+
+/// The same work in one process: `HeapRing`, one producer thread filling records as the
+/// generator does, this thread consuming.
+fn core_throughput(capacity: Capacity, payload: usize, records: u64) -> Result<f64, CliError> {
+    let (ring, mut consumer) = HeapRing::new(capacity, ());
+    let ring = &ring;
+    let start = Instant::now();
+    let mismatches = thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut full = 0u32;
+            for sequence in 0..records {
+                loop {
+                    match ring.reserve(payload) {
+                        Ok(mut reservation) => {
+                            generated::fill(reservation.payload(), 0, sequence, monotonic_ns());
+                            reservation.submit();
+                            full = 0;
+                            break;
+                        }
+                        Err(ReserveError::Full) => {
+                            full += 1;
+                            if full < 64 {
+                                spin_loop();
+                            } else {
+                                thread::yield_now();
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        let mut expected = 0u64;
+        let mut mismatches = 0u64;
+        let mut empty = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while expected < records {
+            let batch = consumer.batch();
+            if batch.is_empty() {
+                empty += 1;
+                if empty < 64 {
+                    spin_loop();
+                } else {
+                    thread::yield_now();
+                    if Instant::now() > deadline {
+                        return None;
+                    }
+                }
+                continue;
+            }
+            empty = 0;
+            for record in batch.iter() {
+                let sequence = generated::parse(record).map(|(_, s, _)| s);
+                mismatches += u64::from(sequence != Some(expected));
+                expected += 1;
+            }
+        }
+        Some(mismatches)
+    });
+    let elapsed = start.elapsed();
+    match mismatches {
+        Some(0) => Ok(records as f64 / elapsed.as_secs_f64()),
+        Some(n) => Err(CliError::msg(format!(
+            "{n} records came out of sequence through the in-process ring."
+        ))),
+        None => Err(CliError::msg("the in-process ring stalled.")),
+    }
+}
+
+/// The generator submits one record every 500 us; this thread is blocked in QUERY each time
+/// and measures from the record's submit time to its return.
+fn device_wake_latency(
+    device: &Device,
+    mapping: &mut Mapping,
+    samples: u64,
+) -> Result<Vec<u64>, CliError> {
+    device.generate(GenerateRequest::start(1, 16, 2000, samples))?;
+    let mut latencies = Vec::with_capacity(samples as usize);
+    let mut received = 0u64;
+    let mut idle = 0u32;
+    while received < samples {
+        let consumer = mapping.consumer();
+        let position = consumer.position();
+        let woke = device.wait(position, Some(Duration::from_millis(200)))?;
+        let now = monotonic_ns();
+        let batch = consumer.batch();
+        let mut first = true;
+        for record in batch.iter() {
+            if first
+                && woke.is_some()
+                && let Some((_, _, Some(submitted))) = generated::parse(record)
+            {
+                latencies.push(now.saturating_sub(submitted));
+            }
+            first = false;
+            received += 1;
+        }
+        if batch.is_empty() && woke.is_none() {
+            idle += 1;
+            if idle > 25 {
+                return Err(CliError::msg(
+                    "the generator stopped before every wake-up was measured.",
+                ));
+            }
+        } else {
+            idle = 0;
+        }
+    }
+    let _ = device.wait(
+        mapping.consumer().position(),
+        Some(Duration::from_millis(1)),
+    );
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
+/// A plain wake-up: one thread writes its send time into a pipe every 500 us, this one is
+/// blocked in `read` and measures from that time to its return.
+fn pipe_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
+    let (mut reader, mut writer) = std::io::pipe()?;
+    let sender = thread::spawn(move || -> std::io::Result<()> {
+        let mut next = Instant::now();
+        for _ in 0..samples {
+            next += Duration::from_micros(500);
+            let now = Instant::now();
+            if next > now {
+                thread::sleep(next - now);
+            }
+            writer.write_all(&monotonic_ns().to_le_bytes())?;
+        }
+        Ok(())
+    });
+    let mut latencies = Vec::with_capacity(samples as usize);
+    let mut buffer = [0u8; 8];
+    for _ in 0..samples {
+        reader.read_exact(&mut buffer)?;
+        latencies.push(monotonic_ns().saturating_sub(u64::from_le_bytes(buffer)));
+    }
+    sender
+        .join()
+        .map_err(|_| CliError::msg("the pipe sender thread panicked."))??;
+    latencies.sort_unstable();
+    Ok(latencies)
+}
