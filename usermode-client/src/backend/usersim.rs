@@ -15,7 +15,6 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::mm::ProtFlags;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags};
 
-use super::check_status;
 use crate::Error;
 
 pub(crate) fn monotonic_ns() -> u64 {
@@ -305,5 +304,16 @@ impl std::fmt::Debug for Handle {
         f.debug_struct("Handle")
             .field("stream", &self.stream)
             .finish()
+    }
+}
+
+/// A reply status as the device sent it: `Ok` for success, the status otherwise.
+pub(crate) fn check_status(value: u32) -> Result<Result<(), Status>, Error> {
+    match Status::from_ntstatus(value) {
+        Some(Status::Success) => Ok(Ok(())),
+        Some(Status::Pending) | None => Err(Error::Protocol(format!(
+            "the device completed a request with status 0x{value:08X}"
+        ))),
+        Some(status) => Ok(Err(status)),
     }
 }
