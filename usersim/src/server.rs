@@ -8,7 +8,7 @@
 //! its mapping and its pending QUERY are cleaned up.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -68,7 +68,15 @@ impl Connection {
                     SendFlags::NOSIGNAL,
                 )?;
             }
-            (&*stream).write_all(&message[written..])
+            // `send` with MSG_NOSIGNAL: a client that went away must not raise SIGPIPE here.
+            while written < message.len() {
+                match rustix::net::send(&*stream, &message[written..], SendFlags::NOSIGNAL) {
+                    Ok(n) => written += n,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(errno) => return Err(errno.into()),
+                }
+            }
+            Ok(())
         })();
         if sent.is_err() {
             let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -44,6 +44,14 @@ fn write_map_and_read() {
         None
     );
     assert_eq!(device.stats().unwrap().consumer_offset, position);
+    // A cancelled QUERY is gone: another handle's QUERY pends (and times out) too.
+    let other = Device::open_at(server.socket_path()).unwrap();
+    assert_eq!(
+        other
+            .wait(position, Some(Duration::from_millis(20)))
+            .unwrap(),
+        None
+    );
     device.unmap().unwrap();
     assert_eq!(device.stats().unwrap().mapped, 0);
 }
