@@ -302,3 +302,10 @@ impl std::fmt::Debug for Device {
         f.debug_struct("Device").finish_non_exhaustive()
     }
 }
+
+// `Device` and `Mapping` move between threads (one request at a time per `Device`).
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Device>();
+    assert_send::<Mapping>();
+};
