@@ -465,11 +465,7 @@ impl<P: Platform> Device<P> {
         let payload_size = generator.payload_size.load(Relaxed) as usize;
         let per_second = generator.records_per_second.load(Relaxed);
         let count = generator.count.load(Relaxed);
-        let interval_ns = if per_second == 0 {
-            0
-        } else {
-            1_000_000_000 / per_second
-        };
+        let interval_ns = 1_000_000_000u64.checked_div(per_second).unwrap_or(0);
         let mut sequence = 0u64;
         let mut unpublished = 0u64;
         let mut next_due = core.platform.now_ns();

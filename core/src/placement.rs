@@ -67,7 +67,7 @@ unsafe impl Sync for SharedView {}
 
 fn checked<T>(ptr: *mut T) -> Result<NonNull<T>, PlacementError> {
     let ptr = NonNull::new(ptr).ok_or(PlacementError::Null)?;
-    if ptr.as_ptr() as usize % RECORD_ALIGN != 0 {
+    if !(ptr.as_ptr() as usize).is_multiple_of(RECORD_ALIGN) {
         return Err(PlacementError::Misaligned);
     }
     Ok(ptr)
