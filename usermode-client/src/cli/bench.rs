@@ -134,12 +134,11 @@ fn device_throughput(
                     .wait(position, Some(Duration::from_secs(2)))?
                     .is_none()
                 {
-                    let stats = device.stats()?;
-                    if stats.generator_producers == 0 && stats.producer_offset == position {
-                        return Err(CliError::msg(format!(
-                            "the generator stopped after {expected} of {records} records."
-                        )));
-                    }
+                    // Two seconds without a record: the generator has stalled.
+                    let _ = device.generate(GenerateRequest::stop());
+                    return Err(CliError::msg(format!(
+                        "the generator stopped after {expected} of {records} records."
+                    )));
                 }
             }
             continue;
@@ -152,14 +151,12 @@ fn device_throughput(
         }
     }
     let elapsed = start.elapsed();
-    // Return the space, and wait for the generator to wind down.
+    // Return the space; stop the generator (its threads are done) so it can start again.
     let _ = device.wait(
         mapping.consumer().position(),
         Some(Duration::from_millis(1)),
     );
-    while device.stats()?.generator_producers != 0 {
-        thread::sleep(Duration::from_millis(1));
-    }
+    device.generate(GenerateRequest::stop())?;
     if mismatches != 0 {
         return Err(CliError::msg(format!(
             "{mismatches} records came out of sequence through the device."
@@ -267,6 +264,7 @@ fn device_wake_latency(
         if batch.is_empty() && woke.is_none() {
             idle += 1;
             if idle > 25 {
+                let _ = device.generate(GenerateRequest::stop());
                 return Err(CliError::msg(
                     "the generator stopped before every wake-up was measured.",
                 ));
@@ -279,6 +277,7 @@ fn device_wake_latency(
         mapping.consumer().position(),
         Some(Duration::from_millis(1)),
     );
+    device.generate(GenerateRequest::stop())?;
     latencies.sort_unstable();
     Ok(latencies)
 }

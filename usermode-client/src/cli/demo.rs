@@ -128,6 +128,7 @@ fn consume(device: &Device, args: &Args) -> CliResult {
     let mut tally = Tally::new(args.producers);
     let mut woke = false;
     let mut idle_waits = 0u32;
+    let mut last_produced = u64::MAX;
     while tally.records < total {
         let consumer = mapping.consumer();
         let batch = consumer.batch();
@@ -141,14 +142,17 @@ fn consume(device: &Device, args: &Args) -> CliResult {
                     idle_waits = 0;
                 }
                 None => {
-                    idle_waits += 1;
-                    // Nothing for a while: stop if the generator has finished and the ring is
-                    // drained (the missing records then count as lost).
-                    if idle_waits >= 10 {
-                        let stats = device.stats()?;
-                        if stats.generator_producers == 0 && stats.producer_offset == position {
+                    // Nothing for a while: stop once the producers have been idle for a second
+                    // with the ring drained (the missing records then count as lost).
+                    let stats = device.stats()?;
+                    if stats.produced == last_produced && stats.producer_offset == position {
+                        idle_waits += 1;
+                        if idle_waits >= 10 {
                             break;
                         }
+                    } else {
+                        idle_waits = 0;
+                        last_produced = stats.produced;
                     }
                 }
             }

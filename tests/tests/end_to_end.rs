@@ -1,0 +1,812 @@
+//! End to end through the client API, with the device in another process: a usersim
+//! `ringmap serve` started for each test, or the installed driver (`RINGMAP_BACKEND=driver`,
+//! run with `--test-threads=1`). No timing assertions: every deadline below only turns a hang
+//! into a failure.
+
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use ringmap_core::abi::{
+    EmptyRequest, GenerateRequest as Generate, QueryRequest, Request, StatsReply, Wire,
+    WriteRequest,
+};
+use ringmap_tests::{
+    Backend, Device, Error, GenerateRequest, Status, TestDevice, backend, child_open, child_role,
+    consume, eventually, spawn_child, tagged_record,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn stats(device: &Device) -> StatsReply {
+    device.stats().expect("stats")
+}
+
+/// Stops the generator (its threads have submitted their count, or are told to stop) and
+/// waits for its threads.
+fn stop_generator(device: &Device) {
+    device
+        .generate(GenerateRequest::stop())
+        .expect("stop the generator");
+    assert_eq!(stats(device).generator_producers, 0);
+}
+
+fn run_generator(capacity: u64, producers: u32, payload: u32, per_producer: u64) {
+    let server = TestDevice::start(capacity);
+    let device = server.open();
+    let mut mapping = device.map().expect("map");
+    let before = stats(&device);
+    device
+        .generate(GenerateRequest::start(producers, payload, 0, per_producer))
+        .expect("generate");
+    let total = u64::from(producers) * per_producer;
+    let check = consume(&device, &mut mapping, producers as usize, total, LIMIT);
+    check.assert_complete(per_producer);
+    stop_generator(&device);
+    let after = stats(&device);
+    assert_eq!(after.produced - before.produced, total);
+    // The generator retries a refused reservation with the same sequence number: every
+    // failed reserve is a drop, and nothing is lost.
+    let reply = device
+        .wait(
+            mapping.consumer().position(),
+            Some(Duration::from_millis(10)),
+        )
+        .expect("wait");
+    if let Some(reply) = reply {
+        assert_eq!(reply.lost, after.dropped);
+    }
+    assert_eq!(after.producer_offset, mapping.consumer().position());
+}
+
+#[test]
+fn one_generator_producer_delivers_every_record_once_in_order() {
+    run_generator(16 << 10, 1, 24, 20_000);
+}
+
+#[test]
+fn several_generator_producers_deliver_every_record_once_in_order() {
+    // A small ring, so producers find it full and drop (then retry).
+    run_generator(16 << 10, 4, 40, 10_000);
+}
+
+fn run_writers(capacity: u64, producers: usize, per_producer: u64) {
+    let server = TestDevice::start(capacity);
+    let device = server.open();
+    let mut mapping = device.map().expect("map");
+    let before = stats(&device);
+    let handles: Vec<Device> = (0..producers).map(|_| server.open()).collect();
+    let (check, full) = thread::scope(|scope| {
+        let writers: Vec<_> = handles
+            .into_iter()
+            .enumerate()
+            .map(|(producer, handle)| {
+                scope.spawn(move || {
+                    let mut full = 0u64;
+                    for sequence in 0..per_producer {
+                        let record = tagged_record(producer as u16, sequence, 16 + producer);
+                        loop {
+                            match handle.write(&record) {
+                                Ok(_) => break,
+                                Err(Error::RingFull) => {
+                                    full += 1;
+                                    thread::yield_now();
+                                }
+                                Err(error) => panic!("write: {error}"),
+                            }
+                        }
+                    }
+                    full
+                })
+            })
+            .collect();
+        let total = producers as u64 * per_producer;
+        let check = consume(&device, &mut mapping, producers, total, LIMIT);
+        let full: u64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+        (check, full)
+    });
+    check.assert_complete(per_producer);
+    let after = stats(&device);
+    assert_eq!(
+        after.dropped - before.dropped,
+        full,
+        "dropped counts exactly the WRITEs refused with a full ring"
+    );
+    assert_eq!(
+        after.produced - before.produced,
+        producers as u64 * per_producer
+    );
+}
+
+#[test]
+fn one_writer_delivers_every_record_once_in_order() {
+    run_writers(8 << 10, 1, 3_000);
+}
+
+#[test]
+fn several_writers_deliver_every_record_once_in_order_and_drops_are_counted() {
+    run_writers(8 << 10, 4, 2_000);
+}
+
+/// Waits until the device has seen `queries` QUERY requests in all.
+fn wait_queries(device: &Device, queries: u64) {
+    eventually(LIMIT, || (stats(device).queries >= queries).then_some(()))
+        .expect("the QUERY reached the device");
+}
+
+#[test]
+fn wait_pends_on_an_empty_ring_and_completes_on_the_next_write() {
+    let server = TestDevice::start(64 << 10);
+    let consumer = server.open();
+    let producer = server.open();
+    let mut mapping = consumer.map().expect("map");
+    let position = mapping.consumer().position();
+    let queries = stats(&producer).queries;
+    let reply = thread::scope(|scope| {
+        let waiter = scope.spawn(move || {
+            let reply = consumer.wait(position, Some(LIMIT));
+            (consumer, reply)
+        });
+        wait_queries(&producer, queries + 1);
+        // Pending: a second QUERY, from another handle, is refused while it is.
+        let busy = eventually(LIMIT, || {
+            match producer.wait(position, Some(Duration::from_millis(50))) {
+                Err(Error::Status(Status::DeviceBusy)) => Some(()),
+                Ok(None) => None,
+                other => panic!("a second QUERY: {other:?}"),
+            }
+        });
+        assert!(busy.is_some(), "a second pending QUERY is refused");
+        producer.write(b"wake up").expect("write");
+        waiter.join().expect("waiter")
+    });
+    let (_consumer, reply) = reply;
+    let reply = reply.expect("wait").expect("completed, not cancelled");
+    assert!(reply.producer_offset > position);
+    let batch = mapping.consumer().batch();
+    let records: Vec<&[u8]> = batch.iter().collect();
+    assert_eq!(records, vec![&b"wake up"[..]]);
+}
+
+#[test]
+fn wait_with_a_timeout_is_cancelled_and_the_next_wait_works() {
+    let server = TestDevice::start(64 << 10);
+    let consumer = server.open();
+    let other = server.open();
+    let mut mapping = consumer.map().expect("map");
+    let position = mapping.consumer().position();
+    let reply = consumer
+        .wait(position, Some(Duration::from_millis(50)))
+        .expect("wait");
+    assert!(
+        reply.is_none(),
+        "nothing to wait for: cancelled at the timeout"
+    );
+    // The cancelled QUERY is gone: another handle may pend now.
+    assert!(
+        other
+            .wait(position, Some(Duration::from_millis(20)))
+            .expect("wait from another handle")
+            .is_none()
+    );
+    other.write(b"x").expect("write");
+    let reply = consumer
+        .wait(position, Some(LIMIT))
+        .expect("wait")
+        .expect("a committed head record completes QUERY at once");
+    assert!(reply.producer_offset > position);
+    assert_eq!(mapping.consumer().batch().len(), 1);
+}
+
+#[test]
+fn closing_a_handle_with_a_pending_wait_releases_it() {
+    const TEST: &str = "closing_a_handle_with_a_pending_wait_releases_it";
+    if let Some(role) = child_role() {
+        assert_eq!(role, "wait");
+        let device = child_open();
+        let position = device.stats().expect("stats").consumer_offset;
+        println!("CHILD waiting");
+        let _ = device.wait(position, None);
+        println!("CHILD done");
+        return;
+    }
+    let server = TestDevice::start(64 << 10);
+    let device = server.open();
+    let queries = stats(&device).queries;
+    let mut child = spawn_child(TEST, "wait", &server);
+    wait_queries(&device, queries + 1);
+    let position = stats(&device).consumer_offset;
+    // The child's QUERY is pending (eventually: it may still be on its way).
+    let busy = eventually(LIMIT, || {
+        match device.wait(position, Some(Duration::from_millis(20))) {
+            Err(Error::Status(Status::DeviceBusy)) => Some(()),
+            Ok(None) => None,
+            other => panic!("QUERY while another is pending: {other:?}"),
+        }
+    });
+    assert!(busy.is_some());
+    // Close it the hard way: the process dies, its handle is cleaned up.
+    child.kill().expect("kill the child");
+    child.wait().expect("reap the child");
+    let free = eventually(LIMIT, || {
+        match device.wait(position, Some(Duration::from_millis(20))) {
+            Ok(None) => Some(()),
+            Err(Error::Status(Status::DeviceBusy)) => None,
+            other => panic!("QUERY after the close: {other:?}"),
+        }
+    });
+    assert!(free.is_some(), "the closed handle's QUERY was cancelled");
+    // And the device still works for everyone.
+    let writer = server.open();
+    let reply = thread::scope(|scope| {
+        let waiter = scope.spawn(move || device.wait(position, Some(LIMIT)));
+        thread::sleep(Duration::from_millis(20));
+        writer.write(b"after").expect("write");
+        waiter.join().expect("waiter")
+    });
+    assert!(reply.expect("wait").is_some());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_consumer_killed_mid_batch_leaves_nothing_lost() {
+    const TEST: &str = "a_consumer_killed_mid_batch_leaves_nothing_lost";
+    if let Some(role) = child_role() {
+        assert_eq!(role, "consume");
+        let device = child_open();
+        let mut mapping = device.map().expect("child: map");
+        let mut returned = 0u64;
+        for _ in 0..3 {
+            let consumer = mapping.consumer();
+            let batch = consumer.batch_up_to(100);
+            returned += batch.len() as u64;
+            drop(batch);
+            // Return the space (and tell the device how far we are).
+            let position = consumer.position();
+            let _ = device.wait(position, Some(Duration::from_millis(1)));
+            println!("CHILD returned {returned}");
+        }
+        let batch = mapping.consumer().batch_up_to(100);
+        assert!(!batch.is_empty());
+        let _ = batch.iter().count();
+        println!("CHILD holding {returned}");
+        loop {
+            thread::park();
+        }
+    }
+    let server = TestDevice::start(64 << 10);
+    let device = server.open();
+    const RECORDS: u64 = 1_000;
+    for sequence in 0..RECORDS {
+        device
+            .write(&tagged_record(0, sequence, 24))
+            .expect("write");
+    }
+    let mut child = spawn_child(TEST, "consume", &server);
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut returned = None;
+    for line in stdout.lines() {
+        let line = line.expect("child output");
+        if let Some(count) = line.strip_prefix("CHILD holding ") {
+            returned = Some(count.parse::<u64>().expect("a count"));
+            break;
+        }
+    }
+    let returned = returned.expect("the child took a batch and holds it");
+    assert_eq!(returned, 300);
+    child.kill().expect("SIGKILL the consumer");
+    child.wait().expect("reap it");
+    // The dead consumer's mapping is released (asynchronously): a new one maps.
+    let mut mapping = eventually(LIMIT, || match device.map() {
+        Ok(mapping) => Some(mapping),
+        Err(Error::AlreadyMapped) => None,
+        Err(error) => panic!("map after the consumer died: {error}"),
+    })
+    .expect("the dead consumer's mapping was released");
+    let mut next = returned;
+    loop {
+        let batch = mapping.consumer().batch();
+        if batch.is_empty() {
+            break;
+        }
+        for payload in batch.iter() {
+            let (producer, sequence, _) =
+                ringmap_core::abi::generated::parse(payload).expect("a tagged record");
+            assert_eq!(
+                (producer, sequence),
+                (0, next),
+                "carries on from the consumer offset"
+            );
+            next += 1;
+        }
+    }
+    assert_eq!(next, RECORDS, "nothing lost");
+}
+
+#[test]
+fn a_second_map_is_refused_while_the_first_lives() {
+    let server = TestDevice::start(64 << 10);
+    let first = server.open();
+    let second = server.open();
+    let mapping = first.map().expect("map");
+    assert!(matches!(second.map(), Err(Error::AlreadyMapped)));
+    assert!(matches!(first.map(), Err(Error::AlreadyMapped)));
+    assert_eq!(stats(&second).mapped, 1);
+    // Only the mapping's owner can undo it.
+    assert!(matches!(
+        second.unmap(),
+        Err(Error::Status(Status::InvalidDeviceState))
+    ));
+    first.unmap().expect("unmap");
+    drop(mapping);
+    assert_eq!(stats(&second).mapped, 0);
+    // UNMAP without a mapping is refused.
+    assert!(matches!(
+        first.unmap(),
+        Err(Error::Status(Status::InvalidDeviceState))
+    ));
+    let mapping = second.map().expect("map after the first mapping is gone");
+    assert!(matches!(first.map(), Err(Error::AlreadyMapped)));
+    // Closing the handle releases its mapping too.
+    drop(mapping);
+    drop(second);
+    let mapping = eventually(LIMIT, || match first.map() {
+        Ok(mapping) => Some(mapping),
+        Err(Error::AlreadyMapped) => None,
+        Err(error) => panic!("map after the mapper closed: {error}"),
+    });
+    assert!(mapping.is_some(), "a closed handle's mapping is released");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_producer_page_and_the_data_are_read_only() {
+    const TEST: &str = "the_producer_page_and_the_data_are_read_only";
+    if let Some(role) = child_role() {
+        let device = child_open();
+        let mapping = device.map().expect("child: map");
+        let target = match role.as_str() {
+            "producer-page" => mapping.producer_page_ptr() as *mut u8,
+            "data" => mapping.data_ptr() as *mut u8,
+            "data-second-view" => {
+                mapping.data_ptr().wrapping_add(mapping.capacity() as usize) as *mut u8
+            }
+            other => panic!("unknown role {other}"),
+        };
+        // SAFETY: none; this write must fault, and the parent checks that it does.
+        unsafe { target.write_volatile(0x5A) };
+        println!("CHILD survived");
+        std::process::exit(0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let server = TestDevice::start(64 << 10);
+    let device = server.open();
+    device.write(b"data").expect("write");
+    for role in ["producer-page", "data", "data-second-view"] {
+        let child = spawn_child(TEST, role, &server);
+        let output = child.wait_with_output().expect("child");
+        assert_eq!(
+            output.status.signal(),
+            Some(11),
+            "{role}: the write must die of SIGSEGV ({:?}, {})",
+            output.status,
+            String::from_utf8_lossy(&output.stdout)
+        );
+        // The dead child's mapping is released before the next one maps.
+        eventually(LIMIT, || (stats(&device).mapped == 0).then_some(()))
+            .expect("the child's mapping was released");
+    }
+    let mut mapping = device.map().expect("map");
+    let batch = mapping.consumer().batch();
+    let records: Vec<&[u8]> = batch.iter().collect();
+    assert_eq!(records, vec![&b"data"[..]], "the record is unchanged");
+}
+
+#[test]
+fn a_hostile_consumer_page_cannot_disturb_the_host_or_other_handles() {
+    let server = TestDevice::start(16 << 10);
+    let hostile = server.open();
+    let observer = server.open();
+    let writer = server.open();
+    let mapping = hostile.map().expect("map");
+    let page = mapping.consumer_page_ptr() as usize;
+    let capacity = mapping.capacity();
+    hostile
+        .generate(GenerateRequest::start(2, 32, 0, 0))
+        .expect("generate");
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let stop = &stop;
+        let scribbler = scope.spawn(move || {
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            let mut stores = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // xorshift: any value, some near the real offsets, some wild.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let value = match state % 4 {
+                    0 => state,
+                    1 => state % (4 * capacity),
+                    2 => u64::MAX - state % 64,
+                    _ => (state % capacity) & !7,
+                };
+                // SAFETY: the consumer page is this process's to write (read-write mapping
+                // owned by `mapping`, alive for this scope); any value is allowed there.
+                unsafe { (page as *mut u64).write_volatile(value) };
+                stores += 1;
+            }
+            stores
+        });
+        for _ in 0..50 {
+            let s = stats(&observer);
+            assert_eq!(s.capacity, capacity);
+            assert!(s.producer_offset.wrapping_sub(s.consumer_offset) <= capacity);
+            match writer.write(b"still here") {
+                Ok(_) | Err(Error::RingFull) => {}
+                Err(error) => panic!("write beside a hostile consumer: {error}"),
+            }
+            // QUERY with wild offsets is validated, never trusted.
+            let _ = hostile.wait(u64::MAX - 8, Some(Duration::from_millis(1)));
+            thread::sleep(Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(scribbler.join().expect("scribbler") > 0);
+    });
+    hostile.generate(GenerateRequest::stop()).expect("stop");
+    drop(mapping);
+    drop(hostile);
+    // A new consumer reads well-formed records only, each producer's in order.
+    let mut mapping = eventually(LIMIT, || observer.map().ok()).expect("map");
+    let mut last = [None::<u64>; 2];
+    loop {
+        let consumer = mapping.consumer();
+        let batch = consumer.batch();
+        if batch.is_empty() {
+            break;
+        }
+        for payload in batch.iter() {
+            if payload == b"still here" {
+                continue;
+            }
+            let (producer, sequence, _) =
+                ringmap_core::abi::generated::parse(payload).expect("a generated record");
+            assert_eq!(payload.len(), 32);
+            let slot = &mut last[producer as usize];
+            assert!(
+                slot.is_none_or(|previous| sequence > previous),
+                "order kept"
+            );
+            *slot = Some(sequence);
+        }
+    }
+    let position = mapping.consumer().position();
+    let _ = observer.wait(position, Some(Duration::from_millis(1)));
+    writer
+        .write(b"after")
+        .expect("a write after the hostile consumer is gone");
+    let batch = mapping.consumer().batch();
+    assert_eq!(batch.iter().collect::<Vec<_>>(), vec![&b"after"[..]]);
+}
+
+fn bytes_with(mut bytes: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
+    bytes[at] = value;
+    bytes
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_change_nothing() {
+    let server = TestDevice::start(64 << 10);
+    let device = server.open();
+    device.write(b"existing").expect("write");
+    let before = stats(&device);
+    let empty = EmptyRequest::new().as_bytes().to_vec();
+    let query = QueryRequest::new(0).as_bytes().to_vec();
+    let mut write = WriteRequest::new(3).as_bytes().to_vec();
+    write.extend_from_slice(b"abc");
+    let generate = Generate::start(1, 16, 0, 1).as_bytes().to_vec();
+    let stats_code = Request::Stats as u32;
+    let cases: Vec<(&str, u32, Vec<u8>, usize, Status)> = vec![
+        (
+            "STATS truncated",
+            stats_code,
+            empty[..7].to_vec(),
+            96,
+            Status::InvalidParameter,
+        ),
+        (
+            "STATS too long",
+            stats_code,
+            [&empty[..], &[0]].concat(),
+            96,
+            Status::InvalidParameter,
+        ),
+        (
+            "STATS wrong size field",
+            stats_code,
+            bytes_with(empty.clone(), 0, 16),
+            96,
+            Status::InvalidParameter,
+        ),
+        (
+            "STATS reserved",
+            stats_code,
+            bytes_with(empty.clone(), 4, 1),
+            96,
+            Status::InvalidParameter,
+        ),
+        (
+            "STATS output too small",
+            stats_code,
+            empty.clone(),
+            95,
+            Status::BufferTooSmall,
+        ),
+        (
+            "MAP truncated",
+            Request::Map as u32,
+            empty[..4].to_vec(),
+            48,
+            Status::InvalidParameter,
+        ),
+        (
+            "MAP reserved",
+            Request::Map as u32,
+            bytes_with(empty.clone(), 7, 1),
+            48,
+            Status::InvalidParameter,
+        ),
+        (
+            "MAP output too small",
+            Request::Map as u32,
+            empty.clone(),
+            47,
+            Status::BufferTooSmall,
+        ),
+        (
+            "UNMAP without a mapping",
+            Request::Unmap as u32,
+            empty.clone(),
+            0,
+            Status::InvalidDeviceState,
+        ),
+        (
+            "UNMAP reserved",
+            Request::Unmap as u32,
+            bytes_with(empty.clone(), 4, 1),
+            0,
+            Status::InvalidParameter,
+        ),
+        (
+            "QUERY truncated",
+            Request::Query as u32,
+            query[..15].to_vec(),
+            32,
+            Status::InvalidParameter,
+        ),
+        (
+            "QUERY reserved",
+            Request::Query as u32,
+            bytes_with(query.clone(), 4, 1),
+            32,
+            Status::InvalidParameter,
+        ),
+        (
+            "QUERY output too small",
+            Request::Query as u32,
+            query.clone(),
+            31,
+            Status::BufferTooSmall,
+        ),
+        (
+            "WRITE payload short",
+            Request::Write as u32,
+            write[..18].to_vec(),
+            16,
+            Status::InvalidParameter,
+        ),
+        (
+            "WRITE payload long",
+            Request::Write as u32,
+            [&write[..], b"d"].concat(),
+            16,
+            Status::InvalidParameter,
+        ),
+        (
+            "WRITE length zero",
+            Request::Write as u32,
+            WriteRequest::new(0).as_bytes().to_vec(),
+            16,
+            Status::InvalidParameter,
+        ),
+        (
+            "WRITE reserved2",
+            Request::Write as u32,
+            bytes_with(write.clone(), 12, 1),
+            16,
+            Status::InvalidParameter,
+        ),
+        (
+            "WRITE output too small",
+            Request::Write as u32,
+            write.clone(),
+            15,
+            Status::BufferTooSmall,
+        ),
+        (
+            "WRITE larger than the ring",
+            Request::Write as u32,
+            {
+                let mut big = WriteRequest::new(1 << 20).as_bytes().to_vec();
+                big.resize(16 + (1 << 20), 7);
+                big
+            },
+            16,
+            Status::InvalidParameter,
+        ),
+        (
+            "GENERATE no producers",
+            Request::Generate as u32,
+            Generate::start(0, 16, 0, 1).as_bytes().to_vec(),
+            8,
+            Status::InvalidParameter,
+        ),
+        (
+            "GENERATE payload too small",
+            Request::Generate as u32,
+            Generate::start(1, 7, 0, 1).as_bytes().to_vec(),
+            8,
+            Status::InvalidParameter,
+        ),
+        (
+            "GENERATE payload larger than the ring",
+            Request::Generate as u32,
+            Generate::start(1, 1 << 20, 0, 1).as_bytes().to_vec(),
+            8,
+            Status::InvalidParameter,
+        ),
+        (
+            "GENERATE unknown action",
+            Request::Generate as u32,
+            bytes_with(generate.clone(), 4, 2),
+            8,
+            Status::InvalidParameter,
+        ),
+        (
+            "GENERATE truncated",
+            Request::Generate as u32,
+            generate[..31].to_vec(),
+            8,
+            Status::InvalidParameter,
+        ),
+        (
+            "GENERATE output too small",
+            Request::Generate as u32,
+            generate.clone(),
+            7,
+            Status::BufferTooSmall,
+        ),
+        (
+            "GENERATE stop when stopped",
+            Request::Generate as u32,
+            Generate::stop().as_bytes().to_vec(),
+            8,
+            Status::InvalidDeviceState,
+        ),
+        (
+            "unknown code 6",
+            6,
+            empty.clone(),
+            64,
+            Status::InvalidDeviceRequest,
+        ),
+        (
+            "unknown code 0x7fff",
+            0x7fff,
+            empty.clone(),
+            64,
+            Status::InvalidDeviceRequest,
+        ),
+    ];
+    for (name, code, input, output_len, status) in cases {
+        match device.raw_request(code, &input, output_len) {
+            Err(Error::Status(got)) => assert_eq!(got, status, "{name}"),
+            other => panic!("{name}: {other:?}, expected {status}"),
+        }
+        assert_eq!(stats(&device), before, "{name} changed nothing");
+    }
+    // The well-formed requests still work.
+    let reply = device
+        .raw_request(stats_code, &empty, 96)
+        .expect("a well-formed STATS");
+    assert_eq!(
+        StatsReply::read_exact(&reply).expect("a STATS reply"),
+        before
+    );
+}
+
+#[test]
+fn requests_after_the_server_dies_say_the_device_is_gone() {
+    if backend() == Backend::Driver {
+        return;
+    }
+    let mut server = TestDevice::start(64 << 10);
+    let device = server.open();
+    device.write(b"x").expect("write");
+    server.server().expect("usersim").kill();
+    match device.stats() {
+        Err(Error::DeviceGone) => {}
+        other => panic!("stats from a dead device: {other:?}"),
+    }
+    assert!(server.try_open().is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fuzzed_requests_never_crash_the_device(
+        requests in proptest::collection::vec(
+            (0u32..9, proptest::collection::vec(any::<u8>(), 0..48), 0usize..128),
+            1..16,
+        )
+    ) {
+        let mut server = TestDevice::start(16 << 10);
+        let device = server.open();
+        for (code, mut input, output_len) in requests {
+            // A well-formed MAP or QUERY is not hostile input (QUERY might pend forever):
+            // make sure these two are malformed.
+            let exact = match Request::from_code(code) {
+                Some(Request::Map) => Some(EmptyRequest::SIZE as usize),
+                Some(Request::Query) => Some(QueryRequest::SIZE as usize),
+                Some(Request::Generate) => {
+                    // Leave the generator alone too.
+                    Some(Generate::SIZE as usize)
+                }
+                _ => None,
+            };
+            if exact == Some(input.len()) {
+                input.push(0);
+            }
+            match device.raw_request(code, &input, output_len) {
+                Ok(_) | Err(Error::Status(_)) | Err(Error::RingFull) => {}
+                Err(error) => prop_assert!(false, "code {code}: {error}"),
+            }
+        }
+        let s = device.stats().expect("the device still answers");
+        prop_assert_eq!(s.mapped, 0);
+        if let Some(process) = server.server() {
+            prop_assert!(process.is_running());
+        }
+    }
+}
+
+#[test]
+fn consumer_and_writers_in_different_processes_agree_on_every_record() {
+    const TEST: &str = "consumer_and_writers_in_different_processes_agree_on_every_record";
+    if let Some(role) = child_role() {
+        let producer: u16 = role.parse().expect("a producer number");
+        let device = child_open();
+        for sequence in 0..2_000 {
+            let record = tagged_record(producer, sequence, 48);
+            while let Err(error) = device.write(&record) {
+                assert!(matches!(error, Error::RingFull), "{error}");
+                thread::yield_now();
+            }
+        }
+        return;
+    }
+    let server = TestDevice::start(8 << 10);
+    let device = server.open();
+    let mut mapping = device.map().expect("map");
+    let children: Vec<_> = (0..2)
+        .map(|p| spawn_child(TEST, &p.to_string(), &server))
+        .collect();
+    let check = consume(&device, &mut mapping, 2, 4_000, LIMIT);
+    for child in children {
+        assert!(child.wait_with_output().expect("child").status.success());
+    }
+    check.assert_complete(2_000);
+}
