@@ -211,7 +211,6 @@ fn init_device(device_init: PWDFDEVICE_INIT) -> Result<(), NTSTATUS> {
             // As WDF_FILEOBJECT_CONFIG_INIT sets them (zero would be invalid).
             AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
             FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCannotUseFsContexts,
-            ..WDF_FILEOBJECT_CONFIG::default()
         };
         call_unsafe_wdf_function_binding!(
             WdfDeviceInitSetFileObjectConfig,

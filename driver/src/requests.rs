@@ -233,8 +233,12 @@ pub unsafe extern "C" fn evt_io_in_caller_context(device: WDFDEVICE, request: WD
         call_unsafe_wdf_function_binding!(WdfRequestGetParameters, request, &raw mut parameters)
     };
     let is_device_control = parameters.Type == _WDF_REQUEST_TYPE::WdfRequestTypeDeviceControl;
-    // SAFETY: the DeviceIoControl member is the one in use for device-control requests.
-    let ioctl = is_device_control.then(|| unsafe { parameters.Parameters.DeviceIoControl });
+    let ioctl = if is_device_control {
+        // SAFETY: the DeviceIoControl member is the one in use for device-control requests.
+        Some(unsafe { parameters.Parameters.DeviceIoControl })
+    } else {
+        None
+    };
     match ioctl {
         Some(ioctl) if ioctl.IoControlCode == Request::Map.ioctl() => {
             // SAFETY: a request presented to us.
