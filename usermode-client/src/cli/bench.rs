@@ -25,6 +25,10 @@ pub struct Args {
     /// The ring's data capacity, for the device and the in-process ring.
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "BYTES")]
     capacity: u64,
+    /// Host the device in this process (its generator threads beside the consumer) instead
+    /// of in a `ringmap serve` child process.
+    #[arg(long)]
+    in_process: bool,
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -37,16 +41,32 @@ pub fn run(args: Args) -> CliResult {
         ));
     }
     #[cfg(target_os = "linux")]
-    let (_dir, server) = {
-        let dir = super::TempDir::new("ringmap-bench")?;
-        let socket = dir.path().join("ringmap.sock");
-        let server = super::serve::start(&socket, args.capacity)?;
-        (dir, server)
-    };
+    let dir = super::TempDir::new("ringmap-bench")?;
     #[cfg(target_os = "linux")]
-    let device = Device::open_at(server.socket_path())?;
+    let (device, _host) = {
+        let socket = dir.path().join("ringmap.sock");
+        if args.in_process {
+            let server = super::serve::start(&socket, args.capacity)?;
+            (Device::open_at(&socket)?, Host::InProcess(server))
+        } else {
+            let child = ChildServer::spawn(&socket, args.capacity)?;
+            (Device::open_at(&socket)?, Host::Child(child))
+        }
+    };
     #[cfg(not(target_os = "linux"))]
     let device = Device::open()?;
+    println!(
+        "device: {}",
+        if cfg!(target_os = "linux") {
+            if args.in_process {
+                "usersim in this process"
+            } else {
+                "usersim in a `ringmap serve` child process"
+            }
+        } else {
+            "the installed driver"
+        }
+    );
     let mut mapping = device.map()?;
     if mapping.capacity() != capacity.as_u64() {
         return Err(CliError::msg(format!(
@@ -61,8 +81,8 @@ pub fn run(args: Args) -> CliResult {
         capacity.as_u64()
     );
     println!(
-        "{:<10} {:>16} {:>16} {:>8}",
-        "payload", "device rec/s", "in-process rec/s", "ratio"
+        "{:<10} {:>16} {:>16} {:>8} {:>14}",
+        "payload", "device rec/s", "in-process rec/s", "ratio", "device drops"
     );
     for payload in [8u32, 4096] {
         let records = if payload == 8 {
@@ -70,14 +90,15 @@ pub fn run(args: Args) -> CliResult {
         } else {
             args.records / 16
         };
-        let device_rate = device_throughput(&device, &mut mapping, payload, records)?;
+        let (device_rate, dropped) = device_throughput(&device, &mut mapping, payload, records)?;
         let core_rate = core_throughput(capacity, payload as usize, records)?;
         println!(
-            "{:<10} {:>16.0} {:>16.0} {:>7.1}%",
+            "{:<10} {:>16.0} {:>16.0} {:>7.1}% {:>14}",
             format!("{payload} B"),
             device_rate,
             core_rate,
-            100.0 * device_rate / core_rate
+            100.0 * device_rate / core_rate,
+            dropped
         );
     }
     let device_wake = device_wake_latency(&device, &mut mapping, args.wakeups)?;
@@ -112,7 +133,8 @@ fn device_throughput(
     mapping: &mut Mapping,
     payload: u32,
     records: u64,
-) -> Result<f64, CliError> {
+) -> Result<(f64, u64), CliError> {
+    let dropped_before = device.stats()?.dropped;
     let start = Instant::now();
     device.generate(GenerateRequest::start(1, payload, 0, records))?;
     let mut expected = 0u64;
@@ -162,7 +184,8 @@ fn device_throughput(
             "{mismatches} records came out of sequence through the device."
         )));
     }
-    Ok(records as f64 / elapsed.as_secs_f64())
+    let dropped = device.stats()?.dropped - dropped_before;
+    Ok((records as f64 / elapsed.as_secs_f64(), dropped))
 }
 
 /// The same work in one process: `HeapRing`, one producer thread filling records as the
@@ -309,4 +332,57 @@ fn pipe_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
         .map_err(|_| CliError::msg("the pipe sender thread panicked."))??;
     latencies.sort_unstable();
     Ok(latencies)
+}
+
+/// Where the usersim device runs; kept alive for the bench.
+#[cfg(target_os = "linux")]
+enum Host {
+    InProcess(#[expect(dead_code, reason = "kept alive")] ringmap_usersim::Server),
+    Child(#[expect(dead_code, reason = "kept alive")] ChildServer),
+}
+
+/// `ringmap serve` as a child process; killed on drop.
+#[cfg(target_os = "linux")]
+struct ChildServer(std::process::Child);
+
+#[cfg(target_os = "linux")]
+impl ChildServer {
+    fn spawn(socket: &std::path::Path, capacity: u64) -> Result<ChildServer, CliError> {
+        let exe = std::env::current_exe()?;
+        let child = std::process::Command::new(exe)
+            .arg("--socket")
+            .arg(socket)
+            .arg("serve")
+            .arg("--capacity")
+            .arg(capacity.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| CliError::msg(format!("cannot start `ringmap serve`: {e}.")))?;
+        let mut server = ChildServer(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Device::open_at(socket).is_err() {
+            if let Ok(Some(status)) = server.0.try_wait() {
+                return Err(CliError::msg(format!(
+                    "`ringmap serve` exited ({status}) before listening."
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(CliError::msg(
+                    "`ringmap serve` did not listen within 10 seconds.",
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(server)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use ringmap_client::GenerateRequest;
+use ringmap_client::{Error, GenerateRequest, Status};
 
-use super::{CliResult, open_device};
+use super::{CliError, CliResult, open_device};
 
 /// Options of `ringmap generate`.
 #[derive(clap::Args, Debug)]
@@ -43,12 +43,29 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
             rate,
             count,
         } => {
-            let running =
-                device.generate(GenerateRequest::start(producers, payload, rate, count))?;
+            let running = device
+                .generate(GenerateRequest::start(producers, payload, rate, count))
+                .map_err(|error| match error {
+                    Error::Status(Status::InvalidDeviceState) => CliError::msg(
+                        "the generator is running already; stop it first with `ringmap generate stop`.",
+                    ),
+                    Error::Status(Status::InvalidParameter) => CliError::msg(
+                        "the device refused these settings: use 1 to 64 producers and a payload of at least 8 bytes that fits the ring.",
+                    ),
+                    error => error.into(),
+                })?;
             println!("generator producers: {running}");
         }
         Action::Stop => {
-            let running = device.generate(GenerateRequest::stop())?;
+            let running =
+                device
+                    .generate(GenerateRequest::stop())
+                    .map_err(|error| match error {
+                        Error::Status(Status::InvalidDeviceState) => {
+                            CliError::msg("the generator is not running.")
+                        }
+                        error => error.into(),
+                    })?;
             println!("generator producers: {running}");
         }
     }

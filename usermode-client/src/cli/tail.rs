@@ -82,6 +82,17 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
     Ok(0)
 }
 
+/// A record as `ringmap tail --format json` prints it.
+#[derive(serde::Serialize)]
+struct JsonRecord<'a> {
+    offset: u64,
+    len: usize,
+    /// The payload, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    hex: String,
+}
+
 fn hex(payload: &[u8]) -> String {
     let mut text = String::with_capacity(payload.len() * 2);
     for byte in payload {
@@ -103,15 +114,13 @@ fn print_record(
             out.write_all(b"\n")
         }
         Format::Json => {
-            let mut object = serde_json::json!({
-                "offset": offset,
-                "len": payload.len(),
-                "hex": hex(payload),
-            });
-            if let Ok(text) = std::str::from_utf8(payload) {
-                object["text"] = serde_json::Value::from(text);
-            }
-            serde_json::to_writer(&mut *out, &object)?;
+            let record = JsonRecord {
+                offset,
+                len: payload.len(),
+                text: std::str::from_utf8(payload).ok(),
+                hex: hex(payload),
+            };
+            serde_json::to_writer(&mut *out, &record)?;
             out.write_all(b"\n")
         }
     }
