@@ -285,7 +285,8 @@ fn publish(device: WDFDEVICE) -> Result<(), NTSTATUS> {
 }
 
 /// The default queue: parallel, not power-managed (a pending QUERY must not hold up a system
-/// sleep transition: a power-managed queue would wait for it to be acknowledged).
+/// sleep transition: a power-managed queue would wait for it to be acknowledged), callbacks at
+/// PASSIVE_LEVEL (GENERATE creates and joins system threads).
 fn create_queue(device: WDFDEVICE) -> Result<(), NTSTATUS> {
     let mut config = WDF_IO_QUEUE_CONFIG {
         Size: crate::wdf_size::<WDF_IO_QUEUE_CONFIG>(),
@@ -297,15 +298,21 @@ fn create_queue(device: WDFDEVICE) -> Result<(), NTSTATUS> {
     };
     // As WDF_IO_QUEUE_CONFIG_INIT_DEFAULT_QUEUE sets it for a parallel queue: no limit.
     config.Settings.Parallel.NumberOfPresentedRequests = ULONG::MAX;
+    let mut attributes = WDF_OBJECT_ATTRIBUTES {
+        Size: crate::wdf_size::<WDF_OBJECT_ATTRIBUTES>(),
+        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive,
+        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
+        ..WDF_OBJECT_ATTRIBUTES::default()
+    };
     let mut queue: WDFQUEUE = WDF_NO_HANDLE.cast();
-    // SAFETY: a created device; the config lives across the call; the queue's parent is the
-    // device.
+    // SAFETY: a created device; the config and attributes live across the call; the queue's
+    // parent is the device.
     check(unsafe {
         call_unsafe_wdf_function_binding!(
             WdfIoQueueCreate,
             device,
             &raw mut config,
-            WDF_NO_OBJECT_ATTRIBUTES,
+            &raw mut attributes,
             &raw mut queue
         )
     })
