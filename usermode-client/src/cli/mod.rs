@@ -189,8 +189,10 @@ pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// A unique temporary directory for a socket, removed on drop.
+#[cfg(target_os = "linux")]
 pub struct TempDir(PathBuf);
 
+#[cfg(target_os = "linux")]
 impl TempDir {
     pub fn new(prefix: &str) -> Result<TempDir, CliError> {
         let base = std::env::temp_dir();
@@ -224,6 +226,7 @@ impl TempDir {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
