@@ -25,6 +25,9 @@ pub struct Args {
     /// The ring's data capacity, for the device and the in-process ring.
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "BYTES")]
     capacity: u64,
+    /// Repetitions of each throughput case (interleaved; the median is shown).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    reps: u32,
     /// Host the device in this process (its generator threads beside the consumer) instead
     /// of in a `ringmap serve` child process.
     #[arg(long)]
@@ -35,9 +38,9 @@ pub fn run(args: Args) -> CliResult {
     let capacity = Capacity::new(args.capacity).map_err(|_| {
         CliError::msg("--capacity must be a power of two of at least a page (4096 bytes).")
     })?;
-    if args.records < 16 || args.wakeups == 0 {
+    if args.records < 16 || args.wakeups == 0 || args.reps == 0 {
         return Err(CliError::msg(
-            "--records must be at least 16 and --wakeups at least 1.",
+            "--records must be at least 16, and --wakeups and --reps at least 1.",
         ));
     }
     #[cfg(target_os = "linux")]
@@ -77,8 +80,9 @@ pub fn run(args: Args) -> CliResult {
         )));
     }
     println!(
-        "throughput: one producer, one consumer, {} byte ring",
-        capacity.as_u64()
+        "throughput: one producer, one consumer, {} byte ring; median of {} interleaved reps (ratio: median of the per-rep ratios)",
+        capacity.as_u64(),
+        args.reps
     );
     println!(
         "{:<10} {:>16} {:>16} {:>8} {:>14}",
@@ -90,14 +94,25 @@ pub fn run(args: Args) -> CliResult {
         } else {
             args.records / 16
         };
-        let (device_rate, dropped) = device_throughput(&device, &mut mapping, payload, records)?;
-        let core_rate = core_throughput(capacity, payload as usize, records)?;
+        // Interleaved reps, so that a noisy moment hits both sides; medians reported.
+        let mut device_rates = Vec::new();
+        let mut core_rates = Vec::new();
+        let mut ratios = Vec::new();
+        let mut dropped = 0;
+        for _ in 0..args.reps {
+            let (device_rate, drops) = device_throughput(&device, &mut mapping, payload, records)?;
+            let core_rate = core_throughput(capacity, payload as usize, records)?;
+            dropped += drops;
+            device_rates.push(device_rate);
+            core_rates.push(core_rate);
+            ratios.push(device_rate / core_rate);
+        }
         println!(
             "{:<10} {:>16.0} {:>16.0} {:>7.1}% {:>14}",
             format!("{payload} B"),
-            device_rate,
-            core_rate,
-            100.0 * device_rate / core_rate,
+            median(&mut device_rates),
+            median(&mut core_rates),
+            100.0 * median(&mut ratios),
             dropped
         );
     }
@@ -385,4 +400,10 @@ impl Drop for ChildServer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
