@@ -523,3 +523,38 @@ fn device_security_and_capacity_agree() {
     assert!(driver_code().contains("Capacity::new"));
     assert!(driver_code().contains("Capacity::DEFAULT"));
 }
+
+#[test]
+fn every_unsafe_in_the_driver_says_why() {
+    // Each `unsafe {` / `unsafe impl` in driver/src has a `// SAFETY:` comment on its line or in
+    // the comment/code lines just above it (up to a blank line).
+    let dir = root().join("driver/src");
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.split("//").next().unwrap();
+            let opens = code.contains("unsafe {") || code.contains("unsafe impl");
+            if !opens {
+                continue;
+            }
+            let explained = (0..=i)
+                .rev()
+                .take(8)
+                .take_while(|&j| j == i || !lines[j].trim().is_empty())
+                .any(|j| lines[j].contains("SAFETY:"));
+            if !explained {
+                missing.push(format!("{}:{}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "unsafe without a SAFETY comment: {missing:?}"
+    );
+}
