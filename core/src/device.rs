@@ -428,6 +428,9 @@ impl<P: Platform> Device<P> {
                 // The settings above reach the threads through the platform's thread start,
                 // which orders everything before it.
                 if let Err(status) = self.core().platform.start_producers(request.producers) {
+                    // Threads that did start stop and are joined before the generator is free.
+                    generator.stop.store(true, Relaxed);
+                    self.core().platform.join_producers();
                     generator.running.store(0, Release);
                     return Err(status);
                 }
