@@ -78,6 +78,16 @@ pub unsafe trait Platform: Sync + Sized {
     /// Waits about `ns` nanoseconds on a generator thread (rate control).
     fn sleep_ns(&self, ns: u64);
 
+    /// What a producer does while it waits for an earlier producer to publish, or a
+    /// generator thread while the ring is full; `spins` counts the waits so far. The default
+    /// spins, right in the kernel, where reserve runs at DISPATCH_LEVEL and the producer
+    /// waited for cannot be preempted on this processor; a user-mode host with more producer
+    /// threads than processors yields after a few spins.
+    fn relax(&self, spins: u32) {
+        let _ = spins;
+        core::hint::spin_loop();
+    }
+
     /// Runs `f` at the IRQL producers reserve at (DISPATCH_LEVEL in the kernel, so that a
     /// producer that waits for an earlier one cannot have preempted it); user mode just calls.
     fn as_producer<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -137,6 +147,10 @@ impl<P: Platform> DeviceCore<P> {
 }
 
 impl<P: Platform> Hooks for DeviceCore<P> {
+    fn relax(&self, spins: u32) {
+        self.platform.relax(spins);
+    }
+
     fn wake_query(&self, ring: &Ring<Self>, head: u64) {
         let query = self.locked(|state| {
             if ring.disarm_query_for(head) {
@@ -471,6 +485,7 @@ impl<P: Platform> Device<P> {
         let interval_ns = 1_000_000_000u64.checked_div(per_second).unwrap_or(0);
         let mut sequence = 0u64;
         let mut unpublished = 0u64;
+        let mut full_waits = 0u32;
         let mut next_due = core.platform.now_ns();
         while (count == 0 || sequence < count) && !generator.stop.load(Relaxed) {
             if interval_ns != 0 {
@@ -504,10 +519,20 @@ impl<P: Platform> Device<P> {
                     unpublished = 0;
                 }
             } else {
-                core.produced.fetch_add(unpublished, Relaxed);
-                unpublished = 0;
-                core.platform.sleep_ns(20_000);
+                if unpublished != 0 {
+                    core.produced.fetch_add(unpublished, Relaxed);
+                    unpublished = 0;
+                }
+                // The ring is full: wait for the consumer, briefly at first.
+                full_waits += 1;
+                if full_waits < 256 {
+                    core.platform.relax(full_waits);
+                } else {
+                    core.platform.sleep_ns(20_000);
+                }
+                continue;
             }
+            full_waits = 0;
         }
         core.produced.fetch_add(unpublished, Relaxed);
     }

@@ -78,13 +78,9 @@ fn several_generator_producers_deliver_every_record_once_in_order() {
     run_generator(8 << 10, 4, 40, 20_000, 5_000);
 }
 
-/// Four producers flat out on a small ring, with more threads than processors. Ignored for
-/// now: on a 2-core machine a usersim producer that waits for an earlier, preempted one to
-/// publish spins a whole time slice (the device's `Hooks` impl keeps the default `relax`, a
-/// spin hint, where `Hooks::relax` says a user-mode host should yield), so this takes minutes.
-/// Run it with `--ignored` once usersim producers yield.
+/// Four producers flat out on a small ring, with more threads than processors: a producer
+/// that waits for an earlier, preempted one yields (the usersim platform's `relax`).
 #[test]
-#[ignore = "usersim producers spin instead of yielding while waiting for an earlier producer"]
 fn several_generator_producers_flat_out_on_a_small_ring() {
     run_generator(16 << 10, 4, 40, 0, 10_000);
 }

@@ -180,6 +180,16 @@ unsafe impl Platform for Host {
     fn sleep_ns(&self, ns: u64) {
         std::thread::sleep(Duration::from_nanos(ns));
     }
+
+    /// A few spins, then yield: generator threads may outnumber the processors, and the
+    /// producer waited for may be preempted (in user mode nothing keeps it on its processor).
+    fn relax(&self, spins: u32) {
+        if spins < 16 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// Makes a device with an empty ring of `capacity` bytes in memfd memory.
