@@ -252,8 +252,10 @@ impl Device {
     }
 }
 
-/// The consumer view mapped into this process and the ring's one consumer over it. Unmaps
-/// when dropped.
+/// The consumer view mapped into this process and the ring's one consumer over it. Dropping
+/// it unmaps the memory in this process; the device keeps the mapping slot until
+/// [`Device::unmap`] or until the `Device` is dropped (the handle closed), so another
+/// consumer can map only then.
 pub struct Mapping {
     // Declared before `view`: dropped before the memory it reads goes away.
     consumer: Consumer,
