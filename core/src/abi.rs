@@ -478,7 +478,8 @@ pub struct StatsReply {
     pub queries: u64,
     /// QUERY requests completed by a producer (not at once).
     pub wakeups: u64,
-    /// Producer threads of the generator now running.
+    /// Generator producer threads still producing (a counted run ends by itself; GENERATE
+    /// stop is still needed before the next start).
     pub generator_producers: u32,
     /// Zero.
     pub reserved: u32,

@@ -128,7 +128,11 @@ unsafe impl<P: Platform> Sync for DeviceCore<P> where P::PendingQuery: Send {}
 /// The generator's settings and state, written by GENERATE while it is stopped.
 #[derive(Default)]
 struct Generator {
+    /// Producers started by the last GENERATE start, until GENERATE stop: the claim that
+    /// keeps a second start out while threads may still need joining.
     running: AtomicU32,
+    /// Producer threads still producing (a counted run ends by itself).
+    active: AtomicU32,
     stop: AtomicBool,
     payload_size: AtomicU32,
     records_per_second: AtomicU64,
@@ -405,7 +409,7 @@ impl<P: Platform> Device<P> {
             dropped: self.ring.dropped(),
             queries: core.queries.load(Relaxed),
             wakeups: core.wakeups.load(Relaxed),
-            generator_producers: core.generator.running.load(Relaxed),
+            generator_producers: core.generator.active.load(Relaxed),
             reserved: 0,
         }
     }
@@ -439,12 +443,14 @@ impl<P: Platform> Device<P> {
                     .records_per_second
                     .store(request.records_per_second, Relaxed);
                 generator.count.store(request.count, Relaxed);
+                generator.active.store(request.producers, Relaxed);
                 // The settings above reach the threads through the platform's thread start,
                 // which orders everything before it.
                 if let Err(status) = self.core().platform.start_producers(request.producers) {
                     // Threads that did start stop and are joined before the generator is free.
                     generator.stop.store(true, Relaxed);
                     self.core().platform.join_producers();
+                    generator.active.store(0, Relaxed);
                     generator.running.store(0, Release);
                     return Err(status);
                 }
@@ -458,7 +464,7 @@ impl<P: Platform> Device<P> {
         }
         let reply = GenerateReply {
             size: GenerateReply::SIZE,
-            producers: generator.running.load(Relaxed),
+            producers: generator.active.load(Relaxed),
         };
         Ok(Outcome::Done(reply.write_to(output)?))
     }
@@ -535,6 +541,7 @@ impl<P: Platform> Device<P> {
             full_waits = 0;
         }
         core.produced.fetch_add(unpublished, Relaxed);
+        generator.active.fetch_sub(1, Relaxed);
     }
 }
 

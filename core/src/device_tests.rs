@@ -370,7 +370,13 @@ fn the_generator_writes_tagged_records_and_counts_them() {
         Err(Status::InvalidDeviceState),
         "already running"
     );
+    assert_eq!(stats(&device).generator_producers, 1);
     device.run_producer(3);
+    assert_eq!(
+        stats(&device).generator_producers,
+        0,
+        "a counted run ends by itself"
+    );
     let records: Vec<_> = consumer
         .batch()
         .iter()

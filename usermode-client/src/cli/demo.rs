@@ -181,10 +181,10 @@ fn consume(device: &Device, args: &Args) -> CliResult {
         mapping.consumer().position(),
         Some(Duration::from_millis(1)),
     );
+    // Stop (and join) the generator even when its counted run ended by itself, so that the
+    // next GENERATE start on this device is accepted.
+    let _ = device.generate(GenerateRequest::stop());
     let stats = device.stats()?;
-    if stats.generator_producers != 0 {
-        let _ = device.generate(GenerateRequest::stop());
-    }
     tally.finish(args.records);
     tally.latencies_ns.sort_unstable();
     let rate = tally.records as f64 / elapsed.as_secs_f64().max(1e-9);
