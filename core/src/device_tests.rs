@@ -74,6 +74,18 @@ fn call(
     (result, output)
 }
 
+/// A QUERY from `handle` for offset 0 that must pend; `id` names the pending request.
+fn pend_query(device: &Device<TestPlatform>, handle: HandleId, id: u32) {
+    let (result, _) = call(
+        device,
+        handle,
+        Request::Query,
+        QueryRequest::new(0).as_bytes(),
+        id,
+    );
+    assert_eq!(result, Ok(Outcome::Pending));
+}
+
 fn write(device: &Device<TestPlatform>, payload: &[u8]) -> Result<Outcome, Status> {
     let mut input = WriteRequest::new(payload.len() as u32).as_bytes().to_vec();
     input.extend_from_slice(payload);
@@ -215,14 +227,7 @@ fn a_locked_head_keeps_the_query_pending() {
 #[test]
 fn cancel_and_completion_complete_exactly_once() {
     let (device, _heap, _consumer) = device();
-    let (result, _) = call(
-        &device,
-        A,
-        Request::Query,
-        QueryRequest::new(0).as_bytes(),
-        9,
-    );
-    assert_eq!(result, Ok(Outcome::Pending));
+    pend_query(&device, A, 9);
     assert_eq!(device.cancel_query(|q| *q == 8), None, "not that one");
     assert_eq!(device.cancel_query(|q| *q == 9), Some(9));
     assert_eq!(device.cancel_query(|q| *q == 9), None, "only once");
@@ -234,14 +239,7 @@ fn cancel_and_completion_complete_exactly_once() {
 #[test]
 fn closing_a_handle_cancels_its_query_only() {
     let (device, _heap, _consumer) = device();
-    let (result, _) = call(
-        &device,
-        A,
-        Request::Query,
-        QueryRequest::new(0).as_bytes(),
-        4,
-    );
-    assert_eq!(result, Ok(Outcome::Pending));
+    pend_query(&device, A, 4);
     device.close(B);
     assert!(device.platform().completed.lock().unwrap().is_empty());
     device.close(A);

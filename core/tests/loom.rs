@@ -208,14 +208,7 @@ fn loom_query_arm_and_commit_never_lose_a_wakeup() {
             thread::spawn(move || ring.write(&[5; 8]).unwrap())
         };
         // The query for the head at offset 0, as the device makes it.
-        {
-            let mut slot = ring.hooks().slot.lock().unwrap();
-            slot.pending = true;
-            if ring.arm_query(0) && ring.disarm_query_for(0) {
-                slot.pending = false;
-                slot.completed += 1;
-            }
-        }
+        pend_query(&ring, 0);
         producer.join().unwrap();
         let slot = ring.hooks().slot.lock().unwrap();
         assert_eq!(
@@ -260,6 +253,18 @@ fn loom_query_cancel_versus_completion_exactly_one_wins() {
     });
 }
 
+/// Pends a query for the record at `head` as the device does: under the query lock, mark it
+/// pending, arm, and complete it at once if the head is committed already and the disarm is
+/// ours.
+fn pend_query(ring: &HeapRing<Waking>, head: u64) {
+    let mut slot = ring.hooks().slot.lock().unwrap();
+    slot.pending = true;
+    if ring.arm_query(head) && ring.disarm_query_for(head) {
+        slot.pending = false;
+        slot.completed += 1;
+    }
+}
+
 /// Hooks that complete the pending query from the producer's side, as a device does.
 #[derive(Default)]
 struct Waking {
@@ -297,14 +302,7 @@ fn loom_query_armed_on_a_head_whose_slot_is_reused_is_still_woken() {
                 assert_eq!(r.offset(), 64);
             })
         };
-        {
-            let mut slot = ring.hooks().slot.lock().unwrap();
-            slot.pending = true;
-            if ring.arm_query(0) && ring.disarm_query_for(0) {
-                slot.pending = false;
-                slot.completed += 1;
-            }
-        }
+        pend_query(&ring, 0);
         producer.join().unwrap();
         let slot = ring.hooks().slot.lock().unwrap();
         assert_eq!(slot.completed, 1, "a committed head completes the query");
