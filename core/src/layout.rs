@@ -182,6 +182,8 @@ pub struct KernelPage {
     pub(crate) armed: CacheLine<AtomicU64>,
     /// Reservations refused because the ring was full.
     pub(crate) dropped: CacheLine<AtomicU64>,
+    /// Records discarded (off the submit path: only discards write it).
+    pub(crate) discarded: CacheLine<AtomicU64>,
 }
 
 /// The consumer page: mapped read-write into the consumer's process, so untrusted.

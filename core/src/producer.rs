@@ -116,6 +116,7 @@ impl<H: Hooks> Ring<H> {
             .store(0, Ordering::Relaxed);
         kernel.armed.0.store(0, Ordering::Relaxed);
         kernel.dropped.0.store(0, Ordering::Relaxed);
+        kernel.discarded.0.store(0, Ordering::Relaxed);
         let view = ring.placement.view();
         view.producer_offset().store(0, Ordering::Relaxed);
         view.consumer_offset().store(0, Ordering::Relaxed);
@@ -238,6 +239,12 @@ impl<H: Hooks> Ring<H> {
         self.placement.kernel().dropped.0.load(Ordering::Relaxed)
     }
 
+    /// Records discarded since the ring started (explicitly or by dropping a reservation).
+    pub fn discarded(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.placement.kernel().discarded.0.load(Ordering::Relaxed)
+    }
+
     /// The producer offset: every record below it is published.
     pub fn producer_offset(&self) -> u64 {
         // Acquire: callers that read headers below it must see them written.
@@ -295,6 +302,14 @@ impl<H: Hooks> Ring<H> {
         let header: &RecordHeader = self.placement.view().header(start);
         // Release: a consumer or a validation walk that acquires this word sees the payload.
         header.len.store(len | flags, Ordering::Release);
+        if flags & DISCARDED != 0 {
+            // Relaxed: a statistic; discards only, so submits never write this line.
+            self.placement
+                .kernel()
+                .discarded
+                .0
+                .fetch_add(1, Ordering::Relaxed);
+        }
         // SeqCst fence: store (header) then load (armed) here, store (armed) then load
         // (header) in `arm_query`; with a SeqCst fence between each pair, at least one side
         // sees the other's store, so a query is never armed for a record whose commit nobody

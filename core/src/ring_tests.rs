@@ -111,6 +111,7 @@ fn a_discarded_head_is_skipped_and_its_space_returned() {
     let (ring, mut consumer) = HeapRing::new(page(), ());
     ring.reserve(100).unwrap().discard();
     ring.write(b"kept").unwrap();
+    assert_eq!(ring.discarded(), 1);
     let batch = consumer.batch();
     assert_eq!(batch.len(), 1);
     assert_eq!(batch.iter().collect::<Vec<_>>(), [b"kept"]);
@@ -133,6 +134,7 @@ fn a_dropped_reservation_is_discarded() {
     assert_eq!(drain(&mut consumer), [b"after".to_vec()]);
     let header = ring.placement().view().header(0);
     assert_eq!(header.len.load(Ordering::Relaxed), DISCARDED | 8);
+    assert_eq!(ring.discarded(), 1);
 }
 
 #[test]

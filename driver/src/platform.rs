@@ -261,6 +261,8 @@ unsafe impl Platform for KernelPlatform {
             if !wdk::nt_success(status) {
                 return Err(Status::InsufficientResources);
             }
+            // Release: pairs with the Acquire swap in `join_producers`, which then sees the
+            // thread object fully referenced.
             producer.thread.store(thread, Ordering::Release);
         }
         Ok(())
@@ -268,6 +270,7 @@ unsafe impl Platform for KernelPlatform {
 
     fn join_producers(&self) {
         for producer in &self.producers {
+            // Acquire: pairs with the Release store in `start_producers`.
             let thread = producer.thread.swap(null_mut(), Ordering::Acquire);
             if thread.is_null() {
                 continue;

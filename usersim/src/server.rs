@@ -316,6 +316,8 @@ impl Server {
         let Some(accept) = self.accept.take() else {
             return;
         };
+        // SeqCst, as every access of `stopping`: a plain flag with no data behind it; the
+        // strongest order costs nothing at shutdown and needs no pairing argument.
         self.shared.stopping.store(true, Ordering::SeqCst);
         // On Linux, shutting a listening socket down wakes its `accept` (EINVAL); a
         // connection of our own does too, should it not.
@@ -345,6 +347,7 @@ pub fn serve_forever(config: ServerConfig) -> io::Result<()> {
     let server = Server::start(config)?;
     loop {
         std::thread::park();
+        // SeqCst: see `shutdown`.
         if server.shared.stopping.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -354,6 +357,7 @@ pub fn serve_forever(config: ServerConfig) -> io::Result<()> {
 fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
     loop {
         let accepted = listener.accept();
+        // SeqCst: see `shutdown`.
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -366,6 +370,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
                 continue;
             }
         };
+        // Relaxed: only uniqueness matters, which the read-modify-write gives.
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         let started = (|| -> io::Result<()> {
             stream.set_write_timeout(Some(SEND_TIMEOUT))?;
