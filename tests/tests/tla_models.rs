@@ -343,6 +343,111 @@ fn mp_complete_on_producer_ahead_fails_committed_head() {
     );
 }
 
+const HANDOVER_INVARIANTS: &[&str] = &[
+    "TypeOK",
+    "OffsetsConsistent",
+    "GateConsistent",
+    "HandoverExact",
+    "NoStaleInfluence",
+    "NoLoss",
+];
+
+/// The consumer-handover model's safe configuration (the design of issue 8) passes, and
+/// every action, among them each step of the gated walk and of the retire, is taken.
+#[test]
+fn handover_model_safe_passes() {
+    let report = run("ConsumerHandover.tla", "ConsumerHandover.cfg");
+    assert_checked(&report, HANDOVER_INVARIANTS, &[]);
+    assert_eq!(report.outcome, Outcome::Pass);
+    assert!(
+        report.states > 5_000,
+        "the safe model explores a real state space"
+    );
+    assert_actions_taken(
+        &report,
+        &[
+            "ReserveAndLock",
+            "Publish",
+            "Submit",
+            "WalkEnter",
+            "WalkCheck",
+            "WalkLoad",
+            "WalkCas",
+            "Map",
+            "Read",
+            "Return",
+            "QueryEnter",
+            "QueryCheck",
+            "QueryWalk",
+            "Unmap",
+            "Crash",
+            "RetireWalk",
+            "RetireDetach",
+            "RetireDrain",
+            "RetireFinal",
+            "FormerWrite",
+            "ForeignQuery",
+        ],
+    );
+}
+
+/// One consumer page for every mapping: a former consumer's write into it moves the
+/// validated offset past what the next consumer returned.
+#[test]
+fn handover_shared_consumer_page_fails_no_stale_influence() {
+    let report = run(
+        "ConsumerHandover.tla",
+        "ConsumerHandover_buggy_shared_consumer_page.cfg",
+    );
+    assert_checked(&report, HANDOVER_INVARIANTS, &[]);
+    assert_eq!(
+        report.outcome,
+        Outcome::Invariant("NoStaleInfluence".into())
+    );
+    assert!(
+        report.trace_len <= 14,
+        "counterexample of {} states",
+        report.trace_len
+    );
+}
+
+/// A QUERY from a handle that is not the mapping walks its offset: the validated offset
+/// passes records the consumer has not read.
+#[test]
+fn handover_query_from_any_handle_fails_no_stale_influence() {
+    let report = run(
+        "ConsumerHandover.tla",
+        "ConsumerHandover_buggy_query_from_any_handle.cfg",
+    );
+    assert_checked(&report, HANDOVER_INVARIANTS, &[]);
+    assert_eq!(
+        report.outcome,
+        Outcome::Invariant("NoStaleInfluence".into())
+    );
+    assert!(
+        report.trace_len <= 6,
+        "counterexample of {} states",
+        report.trace_len
+    );
+}
+
+/// A retire that takes its final offset without waiting for the walkers in the gate: a walk
+/// that passed the gate's check before the detach lands after the final.
+#[test]
+fn handover_map_without_drain_fails_handover_exact() {
+    let report = run(
+        "ConsumerHandover.tla",
+        "ConsumerHandover_buggy_map_without_drain.cfg",
+    );
+    assert_checked(&report, HANDOVER_INVARIANTS, &[]);
+    assert_eq!(report.outcome, Outcome::Invariant("HandoverExact".into()));
+    assert!(
+        report.trace_len <= 13,
+        "counterexample of {} states",
+        report.trace_len
+    );
+}
+
 /// Every `.cfg` in the directory is covered by a test above.
 #[test]
 fn every_cfg_is_checked() {
@@ -355,6 +460,10 @@ fn every_cfg_is_checked() {
     assert_eq!(
         cfgs,
         [
+            "ConsumerHandover.cfg",
+            "ConsumerHandover_buggy_map_without_drain.cfg",
+            "ConsumerHandover_buggy_query_from_any_handle.cfg",
+            "ConsumerHandover_buggy_shared_consumer_page.cfg",
             "RingBufferMP.cfg",
             "RingBufferMP_buggy_cancel_double_complete.cfg",
             "RingBufferMP_buggy_complete_on_producer_ahead.cfg",
