@@ -49,7 +49,10 @@ Bugs == {
     \* were the current mapping's
     "query_from_any_handle",
     \* retire does not wait for the walkers in the gate (step c skipped)
-    "map_without_drain"
+    "map_without_drain",
+    \* the gate's check asks whether anything is attached, not whether the
+    \* walk's own generation is
+    "gate_without_generation"
 }
 
 ASSUME Capacity \in Nat \ {0}
@@ -77,9 +80,9 @@ InGate   == {"w_entered", "w_checked", "w_loaded"}
 \* being retired, before step a, b, c or d.
 CstValues == {"none", "mapped", "ret_a", "ret_b", "ret_c", "ret_d"}
 
-\* The mapping's QUERY: none in progress, in the gate before its check, or
-\* past its check.
-QsValues == {"idle", "entered", "checked"}
+\* The mapping's QUERY: none in progress, started (generation and offset
+\* taken, not yet in the gate), in the gate before its check, or past it.
+QsValues == {"idle", "started", "entered", "checked"}
 
 VARIABLES
     reserveOffset,   \* kernel page: reserve_offset
@@ -138,6 +141,10 @@ WalkEnd(hint) ==
     ELSE CHOOSE e \in validated .. limit :
             /\ \A o \in validated .. (e - 1) : LooksCommitted(o)
             /\ (e = limit \/ ~LooksCommitted(e))
+
+\* The gate's check after the increment (Ring::enter_hint_walk).
+GateOpen(g) ==
+    IF Bug = "gate_without_generation" THEN attached # 0 ELSE attached = g
 
 \* Mapping g has been retired completely (step d done).
 Finalized(g) == g < gen \/ (g = gen /\ cst = "none")
@@ -225,7 +232,10 @@ Submit(p) ==
 
 \* ---- producers: the gated page walk (when the ring looks full) ----
 
-\* Read `attached` (non-zero) and enter the gate with it: walkers += 1.
+\* The ring looks full: read `attached` (non-zero) and enter the gate with
+\* it: walkers += 1.  (One step, to keep the state space small: a retire and
+\* a MAP between taking the generation and the increment are checked for the
+\* QUERY, whose QueryStart and QueryEnter are apart; it is the same gate.)
 WalkEnter(p) ==
     /\ pc[p] = "idle"
     /\ reserveOffset < MaxOffset
@@ -244,7 +254,7 @@ WalkEnter(p) ==
 \* generation, go on; otherwise leave (walkers -= 1) without a walk.
 WalkCheck(p) ==
     /\ pc[p] = "w_entered"
-    /\ IF attached = pg[p]
+    /\ IF GateOpen(pg[p])
          THEN /\ pc' = [pc EXCEPT ![p] = "w_checked"]
               /\ UNCHANGED <<pg, walkers>>
          ELSE /\ pc'      = [pc EXCEPT ![p] = "idle"]
@@ -341,25 +351,35 @@ Return ==
 
 \* Device::query from the handle that holds the mapping: under the device
 \* lock take the mapping's generation; the request carries the read
-\* position (returning space up to it); enter the gate: walkers += 1.
-QueryEnter ==
+\* position (returning space up to it).
+QueryStart ==
     /\ cst = "mapped"
     /\ qs = "idle"
     /\ rd > validated
-    /\ qs'      = "entered"
-    /\ qg'      = gen
-    /\ qhint'   = rd
-    /\ cret'    = rd
-    /\ walkers' = walkers + 1
+    /\ qs'    = "started"
+    /\ qg'    = gen
+    /\ qhint' = rd
+    /\ cret'  = rd
     /\ UNCHANGED <<gen, cst, page, pageStale, rd, cstart, predFinal, delivered>>
-    /\ UNCHANGED attached
+    /\ UNCHANGED <<walkers, attached>>
     /\ UNCHANGED ringVars
     /\ UNCHANGED prodVars
     /\ UNCHANGED ghostVars
 
+\* Out of the device lock, enter the gate with that generation: walkers += 1.
+QueryEnter ==
+    /\ qs = "started"
+    /\ qs'      = "entered"
+    /\ walkers' = walkers + 1
+    /\ UNCHANGED <<qg, qhint, attached>>
+    /\ UNCHANGED ringVars
+    /\ UNCHANGED prodVars
+    /\ UNCHANGED consVars
+    /\ UNCHANGED ghostVars
+
 QueryCheck ==
     /\ qs = "entered"
-    /\ IF attached = qg
+    /\ IF GateOpen(qg)
          THEN /\ qs' = "checked"
               /\ UNCHANGED <<qg, qhint, walkers>>
          ELSE /\ qs'      = "idle"
@@ -511,6 +531,7 @@ Next ==
     \/ Map
     \/ Read
     \/ Return
+    \/ QueryStart
     \/ QueryEnter
     \/ QueryCheck
     \/ QueryWalk
@@ -573,7 +594,7 @@ OffsetsConsistent ==
 \* the latest mapping's generation from MAP until step b of its retire.
 GateConsistent ==
     /\ walkers = Cardinality({p \in Producers : pc[p] \in InGate})
-                 + (IF qs = "idle" THEN 0 ELSE 1)
+                 + (IF qs \in {"entered", "checked"} THEN 1 ELSE 0)
     /\ attached = (IF cst \in {"mapped", "ret_a", "ret_b"} THEN gen ELSE 0)
 
 \* A new consumer starts exactly at its predecessor's final validated
