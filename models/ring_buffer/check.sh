@@ -72,6 +72,7 @@ expect ConsumerHandover.tla ConsumerHandover.cfg                           pass
 expect ConsumerHandover.tla ConsumerHandover_buggy_shared_consumer_page.cfg invariant:NoStaleInfluence
 expect ConsumerHandover.tla ConsumerHandover_buggy_query_from_any_handle.cfg invariant:NoStaleInfluence
 expect ConsumerHandover.tla ConsumerHandover_buggy_map_without_drain.cfg invariant:HandoverExact
+expect ConsumerHandover.tla ConsumerHandover_buggy_gate_without_generation.cfg invariant:HandoverExact
 
 # Every cfg here must have an expectation above.
 for cfg in *.cfg; do

@@ -376,6 +376,7 @@ fn handover_model_safe_passes() {
             "Map",
             "Read",
             "Return",
+            "QueryStart",
             "QueryEnter",
             "QueryCheck",
             "QueryWalk",
@@ -442,7 +443,25 @@ fn handover_map_without_drain_fails_handover_exact() {
     assert_checked(&report, HANDOVER_INVARIANTS, &[]);
     assert_eq!(report.outcome, Outcome::Invariant("HandoverExact".into()));
     assert!(
-        report.trace_len <= 13,
+        report.trace_len <= 14,
+        "counterexample of {} states",
+        report.trace_len
+    );
+}
+
+/// A gate that checks only that some mapping is attached: a QUERY that took the old
+/// mapping's generation enters after the next consumer mapped and walks the old offset into
+/// it.
+#[test]
+fn handover_gate_without_generation_fails_handover_exact() {
+    let report = run(
+        "ConsumerHandover.tla",
+        "ConsumerHandover_buggy_gate_without_generation.cfg",
+    );
+    assert_checked(&report, HANDOVER_INVARIANTS, &[]);
+    assert_eq!(report.outcome, Outcome::Invariant("HandoverExact".into()));
+    assert!(
+        report.trace_len <= 16,
         "counterexample of {} states",
         report.trace_len
     );
@@ -461,6 +480,7 @@ fn every_cfg_is_checked() {
         cfgs,
         [
             "ConsumerHandover.cfg",
+            "ConsumerHandover_buggy_gate_without_generation.cfg",
             "ConsumerHandover_buggy_map_without_drain.cfg",
             "ConsumerHandover_buggy_query_from_any_handle.cfg",
             "ConsumerHandover_buggy_shared_consumer_page.cfg",
