@@ -175,7 +175,7 @@ fn run_ringmap(size: usize, records: u64) -> Run {
             }
             empty.reset();
             for payload in batch.iter() {
-                mismatches += u64::from(first_u64(payload) != expected);
+                mismatches += u64::from(first_u64(&payload) != expected);
                 expected += 1;
             }
         }

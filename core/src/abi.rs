@@ -137,6 +137,9 @@ pub enum Status {
     Pending = 0x0000_0103,
     /// `STATUS_DEVICE_BUSY`: another QUERY is pending on the ring.
     DeviceBusy = 0x8000_0011,
+    /// `STATUS_ACCESS_DENIED`: a QUERY from a handle that does not hold the ring's mapping
+    /// (only the mapping may move the consumer position). Nothing changed.
+    AccessDenied = 0xC000_0022,
     /// `STATUS_INVALID_PARAMETER`: a size, a reserved field or a value is wrong.
     InvalidParameter = 0xC000_000D,
     /// `STATUS_INVALID_DEVICE_REQUEST`: an unknown request code.
@@ -154,10 +157,11 @@ pub enum Status {
 }
 
 impl Status {
-    const ALL: [Status; 10] = [
+    const ALL: [Status; 11] = [
         Status::Success,
         Status::Pending,
         Status::DeviceBusy,
+        Status::AccessDenied,
         Status::InvalidParameter,
         Status::InvalidDeviceRequest,
         Status::BufferTooSmall,
@@ -183,6 +187,7 @@ impl Status {
             Status::Success => "STATUS_SUCCESS",
             Status::Pending => "STATUS_PENDING",
             Status::DeviceBusy => "STATUS_DEVICE_BUSY",
+            Status::AccessDenied => "STATUS_ACCESS_DENIED",
             Status::InvalidParameter => "STATUS_INVALID_PARAMETER",
             Status::InvalidDeviceRequest => "STATUS_INVALID_DEVICE_REQUEST",
             Status::BufferTooSmall => "STATUS_BUFFER_TOO_SMALL",
@@ -483,6 +488,10 @@ pub struct StatsReply {
     pub generator_producers: u32,
     /// Zero.
     pub reserved: u32,
+    /// Submitted records that were published but not returned when a mapping ended (UNMAP,
+    /// handle closed, process died): the next consumer receives them, again if the one that
+    /// ended had read them. Delivery across a consumer's end is at-least-once.
+    pub redelivered: u64,
 }
 
 impl StatsReply {
@@ -616,7 +625,7 @@ const _: () = {
     assert!(size_of::<QueryReply>() == 32);
     assert!(size_of::<WriteRequest>() == 16);
     assert!(size_of::<WriteReply>() == 16);
-    assert!(size_of::<StatsReply>() == 96);
+    assert!(size_of::<StatsReply>() == 104);
     assert!(size_of::<GenerateRequest>() == 32);
     assert!(size_of::<GenerateReply>() == 8);
 };

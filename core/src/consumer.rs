@@ -8,6 +8,8 @@
 //! it only when the cached view is used up (the idiom of rtrb's head and tail), so a batch
 //! touches the producer page at most once.
 
+use core::ops::ControlFlow;
+
 use crate::placement::SharedView;
 use crate::record::{HeaderState, decode, padded_size};
 use crate::sync::Ordering;
@@ -21,6 +23,8 @@ pub struct Consumer {
     cached_producer: u64,
     #[cfg(any(feature = "alloc", test, loom))]
     _memory: Option<alloc::sync::Arc<crate::placement::HeapMemory>>,
+    #[cfg(any(feature = "alloc", test, loom))]
+    page: Option<alloc::sync::Arc<crate::placement::HeapConsumerPage>>,
 }
 
 impl Consumer {
@@ -41,6 +45,8 @@ impl Consumer {
             cached_producer: position,
             #[cfg(any(feature = "alloc", test, loom))]
             _memory: None,
+            #[cfg(any(feature = "alloc", test, loom))]
+            page: None,
         }
     }
 
@@ -51,6 +57,21 @@ impl Consumer {
     ) -> Consumer {
         self._memory = Some(memory);
         self
+    }
+
+    #[cfg(any(feature = "alloc", test, loom))]
+    pub(crate) fn keep_page(
+        mut self,
+        page: alloc::sync::Arc<crate::placement::HeapConsumerPage>,
+    ) -> Consumer {
+        self.page = Some(page);
+        self
+    }
+
+    /// Stops this consumer and gives back the heap page it used (a heap ring's handover).
+    #[cfg(any(feature = "alloc", test, loom))]
+    pub(crate) fn into_page(self) -> Option<alloc::sync::Arc<crate::placement::HeapConsumerPage>> {
+        self.page
     }
 
     /// Where the next record starts.
@@ -118,12 +139,33 @@ impl Consumer {
     }
 
     /// Hands every record of one batch to `each`, then returns its space. Returns how many.
-    pub fn consume(&mut self, mut each: impl FnMut(&[u8])) -> usize {
-        let batch = self.batch();
-        for record in batch.iter() {
+    pub fn consume(&mut self, mut each: impl FnMut(Record<'_>)) -> usize {
+        self.consume_while(usize::MAX, |record| {
             each(record);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Hands the records of one batch (at most `max_records`) to `each` until it breaks, and
+    /// returns the space of the records it handled only: the record it broke on, and every
+    /// record after it, is handed out again by the next batch (libbpf's
+    /// `ring_buffer__consume` stops at a callback's error the same way). Returns how many
+    /// records were handled.
+    pub fn consume_while(
+        &mut self,
+        max_records: usize,
+        mut each: impl FnMut(Record<'_>) -> ControlFlow<()>,
+    ) -> usize {
+        let mut batch = self.batch_up_to(max_records);
+        let mut handled = 0;
+        for record in batch.iter() {
+            if each(record).is_break() {
+                break;
+            }
+            handled += 1;
         }
-        batch.len()
+        batch.keep_first(handled);
+        handled
     }
 }
 
@@ -165,7 +207,7 @@ impl Batch<'_> {
         self.end
     }
 
-    /// The payloads of the submitted records, in order.
+    /// The submitted records, in order.
     pub fn iter(&self) -> Records<'_> {
         Records {
             view: &self.consumer.view,
@@ -173,10 +215,26 @@ impl Batch<'_> {
             end: self.end,
         }
     }
+
+    /// Cuts the batch after its first `records` submitted records: dropping it then returns
+    /// their space only (and that of discarded records before the next submitted one), and
+    /// the next batch starts with the first record cut off. `keep_first(0)` returns nothing.
+    pub fn keep_first(&mut self, records: usize) {
+        if records >= self.records {
+            return;
+        }
+        // Where the first record cut off starts: every record below it was handled.
+        let end = self
+            .iter()
+            .nth(records)
+            .map_or(self.end, |first_cut| first_cut.offset());
+        self.end = end;
+        self.records = records;
+    }
 }
 
 impl<'b> IntoIterator for &'b Batch<'_> {
-    type Item = &'b [u8];
+    type Item = Record<'b>;
     type IntoIter = Records<'b>;
     fn into_iter(self) -> Records<'b> {
         self.iter()
@@ -197,7 +255,34 @@ impl Drop for Batch<'_> {
     }
 }
 
-/// The payloads of a batch's submitted records, in order.
+/// One submitted record lent out by a batch: its payload (the record derefs to it) and its
+/// offset in the ring.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'b> {
+    offset: u64,
+    payload: &'b [u8],
+}
+
+impl<'b> Record<'b> {
+    /// The record's offset: where its header starts (what WRITE's reply and QUERY name).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'b [u8] {
+        self.payload
+    }
+}
+
+impl core::ops::Deref for Record<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.payload
+    }
+}
+
+/// A batch's submitted records, in order.
 pub struct Records<'b> {
     view: &'b SharedView,
     position: u64,
@@ -205,9 +290,9 @@ pub struct Records<'b> {
 }
 
 impl<'b> Iterator for Records<'b> {
-    type Item = &'b [u8];
+    type Item = Record<'b>;
 
-    fn next(&mut self) -> Option<&'b [u8]> {
+    fn next(&mut self) -> Option<Record<'b>> {
         while self.position < self.end {
             // Relaxed: the batch acquired this committed word already, and it cannot change
             // until the batch returns the space.
@@ -226,7 +311,8 @@ impl<'b> Iterator for Records<'b> {
                 // to pass them, which happens only when the batch, which this borrow
                 // outlives not, is dropped (`Consumer::new`'s contract rules out other
                 // writers of the consumer page).
-                return Some(unsafe { core::slice::from_raw_parts(ptr, len as usize) });
+                let payload = unsafe { core::slice::from_raw_parts(ptr, len as usize) };
+                return Some(Record { offset, payload });
             }
         }
         None

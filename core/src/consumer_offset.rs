@@ -11,8 +11,11 @@
 //!
 //! The walk touches one header per record and each record is walked once, so it adds no shared
 //! write per record in the common case (it runs only when the ring looks full, on each query,
-//! and on map); one walk visits at most `capacity / 8` headers.
+//! and when a mapping ends); one walk visits at most `capacity / 8` headers. Every walk runs
+//! inside the hint gate of [`crate::mapping`]: only the attached mapping's page and QUERYs
+//! move the offset.
 
+use crate::mapping::Admit;
 use crate::producer::{Hooks, Ring};
 use crate::record::{LEN_MASK, LOCKED, padded_size};
 use crate::sync::{Ordering, fence};
@@ -28,28 +31,42 @@ impl<H: Hooks> Ring<H> {
             .load(Ordering::Acquire)
     }
 
-    /// Advances the validated consumer offset toward what the consumer page says.
+    /// Advances the validated consumer offset toward what the attached mapping's consumer
+    /// page says (a producer whose ring looks full). Nothing moves while no mapping is
+    /// attached.
     pub(crate) fn advance_consumer_offset_from_page(&self) -> u64 {
+        let Some(walk) = self.enter_hint_walk(Admit::Attached) else {
+            return self.validated_consumer_offset();
+        };
         // Acquire: pairs with the consumer's release store of its offset, so its reads of the
         // records below happen before any producer reuses their space.
-        let hint = self
-            .placement()
-            .view()
-            .consumer_offset()
-            .load(Ordering::Acquire);
+        let hint = walk.page_value(Ordering::Acquire);
         self.advance_consumer_offset(hint)
+    }
+
+    /// Advances the validated consumer offset toward `hint`, the offset a QUERY of mapping
+    /// `generation` carries; `None`, changing nothing, if that mapping is not the attached
+    /// one (it ended meanwhile).
+    ///
+    /// The request path that carried `hint` orders the consumer's reads before it (a system
+    /// call, as the consumer's release store would).
+    pub fn advance_consumer_offset_for(&self, generation: u64, hint: u64) -> Option<u64> {
+        let walk = self.enter_hint_walk(Admit::Generation(generation))?;
+        let head = self.advance_consumer_offset(hint);
+        drop(walk);
+        Some(head)
     }
 
     /// Advances the validated consumer offset toward `min(hint, producer offset)`, over
     /// committed records only, and returns its new value. Any `hint` is safe.
     ///
-    /// Callers that take `hint` from the consumer (a query) must have acquired it the way the
-    /// consumer released it; a request that carries it does so by the host's request path.
-    /// A walk that passes the head an armed query waits for calls [`Hooks::wake_query`], so
-    /// a host must not hold its query lock while it calls this.
-    pub fn advance_consumer_offset(&self, hint: u64) -> u64 {
+    /// Callers take `hint` from a mapping inside the hint gate ([`crate::mapping`]), having
+    /// acquired it the way the consumer released it. A walk that passes the head an armed
+    /// query waits for calls [`Hooks::wake_query`], so a host must not hold its query lock
+    /// while it calls this.
+    pub(crate) fn advance_consumer_offset(&self, hint: u64) -> u64 {
         let kernel = self.placement().kernel();
-        let view = self.placement().view();
+        let view = self.placement().data();
         let validated = &kernel.validated_consumer_offset.0;
         loop {
             // Acquire: see `validated_consumer_offset`.

@@ -38,6 +38,18 @@ pub struct ViewHandles {
     pub data: u64,
 }
 
+/// A fresh consumer page for one mapping, made by [`Platform::map_view`], and the handles its
+/// caller maps the view with.
+pub struct NewMapping<Page> {
+    /// Handles (or descriptor indexes) valid in the caller's process.
+    pub handles: ViewHandles,
+    /// The host's own address of the new consumer page (8-aligned, zeroed, at least 8 bytes),
+    /// readable and writable by the host until [`Platform::unmap_view`] gets `page` back.
+    pub page_address: *mut u8,
+    /// What the host needs to free its side of the page.
+    pub page: Page,
+}
+
 /// What a host provides.
 ///
 /// # Safety
@@ -50,6 +62,9 @@ pub unsafe trait Platform: Sync + Sized {
     /// A QUERY whose reply comes later.
     type PendingQuery: Send;
 
+    /// The host's side of one mapping's consumer page.
+    type ConsumerPage: Send;
+
     /// Runs `f` under the device's lock.
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R;
 
@@ -58,12 +73,17 @@ pub unsafe trait Platform: Sync + Sized {
     /// completes it then). Called without the lock held.
     fn complete_query(&self, query: Self::PendingQuery, reply: Result<QueryReply, Status>);
 
-    /// Makes the consumer view available to the caller of `handle`: handles (or descriptor
-    /// indexes) valid in its process. Called without the lock held, in the caller's context.
-    fn map_view(&self, handle: HandleId) -> Result<ViewHandles, Status>;
+    /// Makes a fresh consumer page (zeroed) and the consumer view available to the caller of
+    /// `handle`: handles (or descriptor indexes) valid in its process, the consumer page's
+    /// read-write, the producer page's and the data's read-only. Called without the lock
+    /// held, in the caller's context. The page is the new mapping's alone: no earlier
+    /// consumer may have any access to it.
+    fn map_view(&self, handle: HandleId) -> Result<NewMapping<Self::ConsumerPage>, Status>;
 
-    /// Undoes [`map_view`](Platform::map_view), if anything is left to undo.
-    fn unmap_view(&self, handle: HandleId);
+    /// The mapping of `handle` has ended and nothing reads `page` any more: free the host's
+    /// side of it (the former consumer may keep its own view; nothing reads it). Called
+    /// without the lock held.
+    fn unmap_view(&self, handle: HandleId, page: Self::ConsumerPage);
 
     /// A monotonic clock in nanoseconds, the same one consumers read (for wake latency).
     fn now_ns(&self) -> u64;
@@ -104,10 +124,58 @@ pub enum Outcome {
     Pending,
 }
 
+/// Who holds the ring's one mapping.
+enum MappingState<Page> {
+    /// Nobody: a MAP may attach one.
+    Unmapped,
+    /// A MAP attaching, or an UNMAP or close retiring, the mapping of `handle`: every other
+    /// MAP is refused until it is done. `closed`: the handle was closed during a MAP, which
+    /// then retires what it attached.
+    Changing { handle: HandleId, closed: bool },
+    /// `handle` holds mapping `generation`, whose consumer page is `page`.
+    Mapped {
+        handle: HandleId,
+        generation: u64,
+        page: Page,
+    },
+}
+
 /// What only the lock guards.
 struct Locked<P: Platform> {
-    mapped_by: Option<HandleId>,
+    mapping: MappingState<P::ConsumerPage>,
     pending: Option<(HandleId, P::PendingQuery)>,
+    /// A QUERY of the mapping is between its checks and pending (or its reply): a second one
+    /// is refused as busy before it changes anything.
+    query_in_progress: bool,
+}
+
+impl<P: Platform> Locked<P> {
+    /// The generation of the mapping `handle` holds, if it holds it.
+    fn generation_of(&self, handle: HandleId) -> Option<u64> {
+        match self.mapping {
+            MappingState::Mapped {
+                handle: holder,
+                generation,
+                ..
+            } if holder == handle => Some(generation),
+            _ => None,
+        }
+    }
+
+    /// Takes the pending QUERY of `handle`, disarmed, if it has one.
+    fn take_query_of<H: Hooks>(
+        &mut self,
+        ring: &Ring<H>,
+        handle: HandleId,
+    ) -> Option<P::PendingQuery> {
+        match &self.pending {
+            Some((owner, _)) if *owner == handle => {
+                ring.disarm_query();
+                self.pending.take().map(|(_, query)| query)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The device's side of the ring's hooks: the platform, the locked state, the counters.
@@ -117,12 +185,13 @@ pub struct DeviceCore<P: Platform> {
     produced: AtomicU64,
     queries: AtomicU64,
     wakeups: AtomicU64,
+    redelivered: AtomicU64,
     generator: Generator,
 }
 
 // SAFETY: `locked` is only reached under the platform's lock (`DeviceCore::locked`); the rest
-// is atomics and the platform, which is `Sync`; pending queries are `Send`.
-unsafe impl<P: Platform> Sync for DeviceCore<P> where P::PendingQuery: Send {}
+// is atomics and the platform, which is `Sync`; pending queries and pages are `Send`.
+unsafe impl<P: Platform> Sync for DeviceCore<P> {}
 
 /// The generator's settings and state, written by GENERATE while it is stopped.
 #[derive(Default)]
@@ -195,12 +264,14 @@ impl<P: Platform> Device<P> {
         let core = DeviceCore {
             platform,
             locked: UnsafeCell::new(Locked {
-                mapped_by: None,
+                mapping: MappingState::Unmapped,
                 pending: None,
+                query_in_progress: false,
             }),
             produced: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
             generator: Generator::default(),
         };
         // SAFETY: forwarded from this function's contract.
@@ -245,49 +316,137 @@ impl<P: Platform> Device<P> {
         }
     }
 
+    /// MAP: attaches a fresh consumer page for `handle`'s process, starting at the validated
+    /// consumer offset, which the reply carries (`models/ring_buffer/ConsumerHandover.tla`,
+    /// `Map`).
     fn map(&self, handle: HandleId, input: &[u8], output: &mut [u8]) -> Result<Outcome, Status> {
         EmptyRequest::read_exact(input)?;
         fits::<MapReply>(output)?;
-        let consumer_offset = self.core().locked(|state| {
-            if state.mapped_by.is_some() {
+        let core = self.core();
+        core.locked(|state| {
+            if !matches!(state.mapping, MappingState::Unmapped) {
                 return Err(Status::SharingViolation);
             }
-            state.mapped_by = Some(handle);
-            // A new consumer starts where the validated offset is.
-            Ok(self.ring.reset_consumer_page())
+            state.mapping = MappingState::Changing {
+                handle,
+                closed: false,
+            };
+            Ok(())
         })?;
-        let view = match self.core().platform.map_view(handle) {
-            Ok(view) => view,
+        let new = match core.platform.map_view(handle) {
+            Ok(new) => new,
             Err(status) => {
-                self.core().locked(|state| state.mapped_by = None);
+                core.locked(|state| state.mapping = MappingState::Unmapped);
                 return Err(status);
             }
         };
+        // SAFETY: `map_view`'s contract keeps the page valid until `unmap_view` gets it back,
+        // which happens only after `retire_consumer_page` of this generation (`end_mapping`,
+        // or below); the previous mapping was retired before the state went `Unmapped`, and
+        // the `Changing` state keeps every other attach and retirement out meanwhile.
+        let (generation, start) = unsafe { self.ring.attach_consumer_page(new.page_address) };
+        let page = core.locked(|state| {
+            let closed = matches!(state.mapping, MappingState::Changing { closed: true, .. });
+            if closed {
+                return Some(new.page);
+            }
+            state.mapping = MappingState::Mapped {
+                handle,
+                generation,
+                page: new.page,
+            };
+            None
+        });
+        if let Some(page) = page {
+            // The handle was closed while we attached: end the mapping at once.
+            self.retire(handle, generation, page);
+            return Err(Status::Cancelled);
+        }
         let reply = MapReply {
             size: MapReply::SIZE,
             reserved: 0,
             capacity: self.ring.capacity().as_u64(),
-            consumer_offset,
-            consumer_page_handle: view.consumer_page,
-            producer_page_handle: view.producer_page,
-            data_handle: view.data,
+            consumer_offset: start,
+            consumer_page_handle: new.handles.consumer_page,
+            producer_page_handle: new.handles.producer_page,
+            data_handle: new.handles.data,
         };
         Ok(Outcome::Done(reply.write_to(output)?))
     }
 
+    /// Retires mapping `generation` of `handle` (its state is `Changing` already): the last
+    /// walk from its page, the wait for walks in flight, then the page goes back to the host
+    /// and the ring is free to map (`ConsumerHandover.tla`, `Retire*`).
+    fn retire(&self, handle: HandleId, generation: u64, page: P::ConsumerPage) {
+        let core = self.core();
+        let retired = self.ring.retire_consumer_page(generation);
+        core.platform.unmap_view(handle, page);
+        core.redelivered.fetch_add(retired.unreturned, Relaxed);
+        core.locked(|state| state.mapping = MappingState::Unmapped);
+    }
+
+    /// Ends `handle`'s mapping, if it holds it, and cancels its pending QUERY. `None` if it
+    /// holds no mapping (its QUERY, if any, is still cancelled).
+    fn end_mapping(&self, handle: HandleId) -> Option<()> {
+        let core = self.core();
+        let (mapping, query) = core.locked(|state| {
+            let query = state.take_query_of(&self.ring, handle);
+            let mapping = match core::mem::replace(&mut state.mapping, MappingState::Unmapped) {
+                MappingState::Mapped {
+                    handle: holder,
+                    generation,
+                    page,
+                } if holder == handle => {
+                    state.mapping = MappingState::Changing {
+                        handle,
+                        closed: false,
+                    };
+                    Some((generation, page))
+                }
+                MappingState::Changing {
+                    handle: holder,
+                    closed,
+                } => {
+                    // A MAP of this handle in progress retires what it attaches.
+                    state.mapping = MappingState::Changing {
+                        handle: holder,
+                        closed: closed || holder == handle,
+                    };
+                    None
+                }
+                other => {
+                    state.mapping = other;
+                    None
+                }
+            };
+            (mapping, query)
+        });
+        if let Some(query) = query {
+            core.platform.complete_query(query, Err(Status::Cancelled));
+        }
+        let (generation, page) = mapping?;
+        self.retire(handle, generation, page);
+        Some(())
+    }
+
+    /// UNMAP: synchronous; when it returns, another handle may MAP, and nothing the former
+    /// consumer writes into its old page reaches the ring.
     fn unmap(&self, handle: HandleId, input: &[u8]) -> Result<Outcome, Status> {
         EmptyRequest::read_exact(input)?;
-        self.core().locked(|state| {
-            if state.mapped_by != Some(handle) {
-                return Err(Status::InvalidDeviceState);
-            }
-            state.mapped_by = None;
-            Ok(())
-        })?;
-        self.core().platform.unmap_view(handle);
+        let holds = self
+            .core()
+            .locked(|state| state.generation_of(handle).is_some());
+        if !holds {
+            return Err(Status::InvalidDeviceState);
+        }
+        self.end_mapping(handle).ok_or(Status::InvalidDeviceState)?;
         Ok(Outcome::Done(0))
     }
 
+    /// QUERY: only from the handle that holds the mapping (anything else is refused with
+    /// [`Status::AccessDenied`] and changes nothing), one at a time (else
+    /// [`Status::DeviceBusy`], changing nothing): returns the space up to the offset it
+    /// carries, then completes at once if the head record is committed, or pends until it is.
     fn query(
         &self,
         handle: HandleId,
@@ -298,16 +457,34 @@ impl<P: Platform> Device<P> {
         let request = QueryRequest::read_exact(input)?;
         fits::<QueryReply>(output)?;
         let core = self.core();
+        let generation = core.locked(|state| {
+            let generation = state.generation_of(handle).ok_or(Status::AccessDenied)?;
+            if state.pending.is_some() || state.query_in_progress {
+                return Err(Status::DeviceBusy);
+            }
+            state.query_in_progress = true;
+            Ok(generation)
+        })?;
+        // Every check passed: from here on the QUERY counts.
         core.queries.fetch_add(1, Relaxed);
         // Return the space the consumer says it has read (validated), without the lock: a
         // walk may wake an armed query, which takes the lock.
-        let head = self.ring.advance_consumer_offset(request.consumer_offset);
+        let Some(head) = self
+            .ring
+            .advance_consumer_offset_for(generation, request.consumer_offset)
+        else {
+            // The mapping ended meanwhile (UNMAP or close on another thread).
+            core.locked(|state| state.query_in_progress = false);
+            return Err(Status::Cancelled);
+        };
         if self.ring.is_committed(head) {
+            core.locked(|state| state.query_in_progress = false);
             return Ok(Outcome::Done(query_reply(&self.ring).write_to(output)?));
         }
         let complete_now = core.locked(|state| {
-            if state.pending.is_some() {
-                return Err(Status::DeviceBusy);
+            state.query_in_progress = false;
+            if state.generation_of(handle) != Some(generation) {
+                return Err(Status::Cancelled);
             }
             let query = pend()?;
             if self.ring.arm_query(head) && self.ring.disarm_query_for(head) {
@@ -341,31 +518,10 @@ impl<P: Platform> Device<P> {
         })
     }
 
-    /// The handle is closed (or its process died): undo its mapping and complete its pending
-    /// QUERY with [`Status::Cancelled`].
+    /// The handle is closed (or its process died): end its mapping as UNMAP does, and
+    /// complete its pending QUERY with [`Status::Cancelled`].
     pub fn close(&self, handle: HandleId) {
-        let (was_mapped, query) = self.core().locked(|state| {
-            let was_mapped = state.mapped_by == Some(handle);
-            if was_mapped {
-                state.mapped_by = None;
-            }
-            let query = match &state.pending {
-                Some((owner, _)) if *owner == handle => {
-                    self.ring.disarm_query();
-                    state.pending.take().map(|(_, query)| query)
-                }
-                _ => None,
-            };
-            (was_mapped, query)
-        });
-        if was_mapped {
-            self.core().platform.unmap_view(handle);
-        }
-        if let Some(query) = query {
-            self.core()
-                .platform
-                .complete_query(query, Err(Status::Cancelled));
-        }
+        let _ = self.end_mapping(handle);
     }
 
     fn write(&self, input: &[u8], output: &mut [u8]) -> Result<Outcome, Status> {
@@ -393,7 +549,7 @@ impl<P: Platform> Device<P> {
     /// The STATS reply, as a host or test wants it.
     pub fn stats_reply(&self) -> StatsReply {
         let core = self.core();
-        let mapped = core.locked(|state| state.mapped_by.is_some());
+        let mapped = core.locked(|state| matches!(state.mapping, MappingState::Mapped { .. }));
         StatsReply {
             size: StatsReply::SIZE,
             mapped: mapped as u32,
@@ -409,6 +565,7 @@ impl<P: Platform> Device<P> {
             wakeups: core.wakeups.load(Relaxed),
             generator_producers: core.generator.active.load(Relaxed),
             reserved: 0,
+            redelivered: core.redelivered.load(Relaxed),
         }
     }
 
@@ -527,12 +684,14 @@ impl<P: Platform> Device<P> {
                     core.produced.fetch_add(unpublished, Relaxed);
                     unpublished = 0;
                 }
-                // The ring is full: wait for the consumer, briefly at first.
-                full_waits += 1;
+                // The ring is full: wait for the consumer, briefly at first, then backing off
+                // to at most a millisecond between tries, so that a ring nobody consumes
+                // costs next to no CPU.
+                full_waits = full_waits.saturating_add(1);
                 if full_waits < 256 {
                     core.platform.relax(full_waits);
                 } else {
-                    core.platform.sleep_ns(20_000);
+                    core.platform.sleep_ns(full_ring_pause_ns(full_waits));
                 }
                 continue;
             }
@@ -541,6 +700,13 @@ impl<P: Platform> Device<P> {
         core.produced.fetch_add(unpublished, Relaxed);
         generator.active.fetch_sub(1, Relaxed);
     }
+}
+
+/// How long a generator producer sleeps after `full_waits` tries found the ring full (256 or
+/// more): 20 µs, doubling every 16 tries, up to 1 ms.
+fn full_ring_pause_ns(full_waits: u32) -> u64 {
+    let doublings = ((full_waits - 256) / 16).min(6);
+    (20_000u64 << doublings).min(1_000_000)
 }
 
 fn fits<T: Wire>(output: &[u8]) -> Result<(), Status> {

@@ -1,13 +1,14 @@
 //! Unit tests of the device logic against a test platform.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
 use crate::abi::{
     EmptyRequest, GenerateRequest, MapReply, QueryReply, QueryRequest, Request, StatsReply, Status,
     Wire, WriteRequest,
 };
-use crate::device::{Device, HandleId, Outcome, Platform, ViewHandles};
+use crate::device::{Device, HandleId, NewMapping, Outcome, Platform, ViewHandles};
 use crate::layout::Capacity;
 use crate::placement::HeapRing;
 
@@ -17,11 +18,15 @@ struct TestPlatform {
     completed: Mutex<Vec<(u32, Result<QueryReply, Status>)>>,
     unmapped: Mutex<Vec<HandleId>>,
     started: Mutex<Vec<u32>>,
+    /// Every consumer page made, in order: a test may keep writing an old one, as a former
+    /// consumer's process may.
+    pages: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 // SAFETY: `with_lock` runs its closure under a mutex.
 unsafe impl Platform for TestPlatform {
     type PendingQuery = u32;
+    type ConsumerPage = Arc<AtomicU64>;
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = self.lock.lock().unwrap();
         f()
@@ -29,14 +34,21 @@ unsafe impl Platform for TestPlatform {
     fn complete_query(&self, query: u32, reply: Result<QueryReply, Status>) {
         self.completed.lock().unwrap().push((query, reply));
     }
-    fn map_view(&self, _handle: HandleId) -> Result<ViewHandles, Status> {
-        Ok(ViewHandles {
-            consumer_page: 10,
-            producer_page: 11,
-            data: 12,
+    fn map_view(&self, _handle: HandleId) -> Result<NewMapping<Arc<AtomicU64>>, Status> {
+        let page = Arc::new(AtomicU64::new(0));
+        self.pages.lock().unwrap().push(page.clone());
+        Ok(NewMapping {
+            handles: ViewHandles {
+                consumer_page: 10,
+                producer_page: 11,
+                data: 12,
+            },
+            // An `AtomicU64` is a consumer page's layout; written through atomics only.
+            page_address: page.as_ptr().cast(),
+            page,
         })
     }
-    fn unmap_view(&self, handle: HandleId) {
+    fn unmap_view(&self, handle: HandleId, _page: Arc<AtomicU64>) {
         self.unmapped.lock().unwrap().push(handle);
     }
     fn now_ns(&self) -> u64 {
@@ -84,6 +96,31 @@ fn pend_query(device: &Device<TestPlatform>, handle: HandleId, id: u32) {
         id,
     );
     assert_eq!(result, Ok(Outcome::Pending));
+}
+
+/// MAP from `handle`, which must succeed; returns the reply.
+fn map(device: &Device<TestPlatform>, handle: HandleId) -> MapReply {
+    let (result, output) = call(
+        device,
+        handle,
+        Request::Map,
+        EmptyRequest::new().as_bytes(),
+        0,
+    );
+    assert_eq!(result, Ok(Outcome::Done(MapReply::SIZE as usize)));
+    MapReply::read_exact(&output[..MapReply::SIZE as usize]).unwrap()
+}
+
+/// The consumer page of the `n`th MAP (0 first), as its consumer's process sees it.
+fn page(device: &Device<TestPlatform>, n: usize) -> Arc<AtomicU64> {
+    device.platform().pages.lock().unwrap()[n].clone()
+}
+
+/// A device with `A` mapped.
+fn mapped_device() -> (Device<TestPlatform>, HeapRing, crate::Consumer) {
+    let (device, heap, consumer) = device();
+    map(&device, A);
+    (device, heap, consumer)
 }
 
 fn write(device: &Device<TestPlatform>, payload: &[u8]) -> Result<Outcome, Status> {
@@ -135,16 +172,21 @@ fn one_mapping_at_a_time() {
 
 #[test]
 fn a_query_pends_on_an_empty_ring_and_the_next_write_completes_it() {
-    let (device, _heap, _consumer) = device();
+    let (device, _heap, _consumer) = mapped_device();
     let query = QueryRequest::new(0);
     assert_eq!(
         call(&device, A, Request::Query, query.as_bytes(), 5).0,
         Ok(Outcome::Pending)
     );
     assert_eq!(
-        call(&device, B, Request::Query, query.as_bytes(), 6).0,
+        call(&device, A, Request::Query, query.as_bytes(), 6).0,
         Err(Status::DeviceBusy),
         "one pending query per ring"
+    );
+    assert_eq!(
+        call(&device, B, Request::Query, query.as_bytes(), 6).0,
+        Err(Status::AccessDenied),
+        "only the mapping queries"
     );
     assert_eq!(write(&device, b"wake"), Ok(Outcome::Done(16)));
     let completed = device.platform().completed.lock().unwrap().clone();
@@ -162,7 +204,7 @@ fn a_query_pends_on_an_empty_ring_and_the_next_write_completes_it() {
 
 #[test]
 fn a_query_on_a_committed_head_completes_at_once_and_returns_space() {
-    let (device, _heap, _consumer) = device();
+    let (device, _heap, _consumer) = mapped_device();
     write(&device, b"one").unwrap();
     write(&device, b"two").unwrap();
     let (result, output) = call(
@@ -204,7 +246,7 @@ fn a_query_on_a_committed_head_completes_at_once_and_returns_space() {
 
 #[test]
 fn a_locked_head_keeps_the_query_pending() {
-    let (device, _heap, _consumer) = device();
+    let (device, _heap, _consumer) = mapped_device();
     let held = device.ring().reserve(8).unwrap();
     let (result, _) = call(
         &device,
@@ -226,7 +268,7 @@ fn a_locked_head_keeps_the_query_pending() {
 
 #[test]
 fn cancel_and_completion_complete_exactly_once() {
-    let (device, _heap, _consumer) = device();
+    let (device, _heap, _consumer) = mapped_device();
     pend_query(&device, A, 9);
     assert_eq!(device.cancel_query(|q| *q == 8), None, "not that one");
     assert_eq!(device.cancel_query(|q| *q == 9), Some(9));
@@ -238,7 +280,7 @@ fn cancel_and_completion_complete_exactly_once() {
 
 #[test]
 fn closing_a_handle_cancels_its_query_only() {
-    let (device, _heap, _consumer) = device();
+    let (device, _heap, _consumer) = mapped_device();
     pend_query(&device, A, 4);
     device.close(B);
     assert!(device.platform().completed.lock().unwrap().is_empty());
@@ -378,7 +420,7 @@ fn the_generator_writes_tagged_records_and_counts_them() {
     let records: Vec<_> = consumer
         .batch()
         .iter()
-        .map(|r| crate::abi::generated::parse(r).unwrap())
+        .map(|r| crate::abi::generated::parse(&r).unwrap())
         .collect();
     assert_eq!(records.len(), 10);
     for (i, (producer, sequence, time)) in records.into_iter().enumerate() {
@@ -394,4 +436,132 @@ fn the_generator_writes_tagged_records_and_counts_them() {
     );
     assert!(matches!(result, Ok(Outcome::Done(_))));
     assert_eq!(stats(&device).generator_producers, 0);
+}
+
+#[test]
+fn a_former_consumer_writing_its_old_page_moves_nothing() {
+    let (device, _heap, _consumer) = mapped_device();
+    write(&device, b"one").unwrap(); // 0..16
+    write(&device, b"two").unwrap(); // 16..32
+    page(&device, 0).store(16, Ordering::Release); // A read "one"
+    assert_eq!(
+        call(
+            &device,
+            A,
+            Request::Unmap,
+            EmptyRequest::new().as_bytes(),
+            0
+        )
+        .0,
+        Ok(Outcome::Done(0))
+    );
+    let reply = map(&device, B);
+    assert_eq!(reply.consumer_offset, 16, "B starts where A returned space");
+    assert_eq!(
+        page(&device, 1).load(Ordering::Acquire),
+        16,
+        "on a fresh page"
+    );
+    // A keeps its old view and writes anything into it; producers look at B's page only.
+    page(&device, 0).store(u64::MAX, Ordering::Relaxed);
+    while write(&device, &[7; 100]).is_ok() {}
+    assert_eq!(device.ring().validated_consumer_offset(), 16);
+    assert_eq!(stats(&device).consumer_page_offset, 16);
+}
+
+#[test]
+fn a_query_from_a_handle_that_is_not_the_mapping_is_refused_and_changes_nothing() {
+    let (device, _heap, _consumer) = mapped_device();
+    write(&device, b"one").unwrap();
+    write(&device, b"two").unwrap();
+    let before = stats(&device);
+    let hostile = QueryRequest::new(u64::MAX);
+    assert_eq!(
+        call(&device, B, Request::Query, hostile.as_bytes(), 1).0,
+        Err(Status::AccessDenied)
+    );
+    let after = stats(&device);
+    assert_eq!(after.as_bytes(), before.as_bytes(), "no counter, no walk");
+    // A's own QUERY still works, and pends while it is pending.
+    pend_query_at(&device, A, 32, 2);
+    assert_eq!(
+        call(&device, A, Request::Query, hostile.as_bytes(), 3).0,
+        Err(Status::DeviceBusy)
+    );
+    let busy = stats(&device);
+    assert_eq!(
+        busy.queries,
+        after.queries + 1,
+        "the busy one is not counted"
+    );
+    assert_eq!(
+        busy.consumer_offset, 32,
+        "the pending one returned the space"
+    );
+}
+
+fn pend_query_at(device: &Device<TestPlatform>, handle: HandleId, offset: u64, id: u32) {
+    let (result, _) = call(
+        device,
+        handle,
+        Request::Query,
+        QueryRequest::new(offset).as_bytes(),
+        id,
+    );
+    assert_eq!(result, Ok(Outcome::Pending));
+}
+
+#[test]
+fn unmap_is_synchronous_cancels_the_query_and_counts_what_was_not_returned() {
+    let (device, _heap, _consumer) = mapped_device();
+    write(&device, b"one").unwrap();
+    write(&device, b"two").unwrap();
+    write(&device, b"three").unwrap();
+    page(&device, 0).store(16, Ordering::Release);
+    pend_query_at(&device, A, 48, 5);
+    // The pending query's walk returned everything; then A's page says less (a consumer
+    // never goes back, but a hostile one may say so): the validated offset stays.
+    assert_eq!(
+        call(
+            &device,
+            A,
+            Request::Unmap,
+            EmptyRequest::new().as_bytes(),
+            0
+        )
+        .0,
+        Ok(Outcome::Done(0))
+    );
+    assert_eq!(
+        *device.platform().completed.lock().unwrap(),
+        [(5, Err(Status::Cancelled))]
+    );
+    let stats = stats(&device);
+    assert_eq!((stats.mapped, stats.redelivered), (0, 0));
+    assert_eq!(
+        call(
+            &device,
+            A,
+            Request::Query,
+            QueryRequest::new(48).as_bytes(),
+            6
+        )
+        .0,
+        Err(Status::AccessDenied),
+        "an unmapped handle is not the mapping"
+    );
+    assert_eq!(map(&device, B).consumer_offset, 48);
+}
+
+#[test]
+fn a_closed_consumer_hands_over_its_unreturned_records_to_the_next() {
+    let (device, _heap, _consumer) = mapped_device();
+    for payload in [&b"one"[..], b"two", b"three"] {
+        write(&device, payload).unwrap();
+    }
+    page(&device, 0).store(16, Ordering::Release); // read one, crashed holding two
+    device.close(A);
+    let stats = stats(&device);
+    assert_eq!((stats.mapped, stats.redelivered), (0, 2));
+    assert_eq!(map(&device, B).consumer_offset, 16);
 }

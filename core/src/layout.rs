@@ -184,9 +184,13 @@ pub struct KernelPage {
     pub(crate) dropped: CacheLine<AtomicU64>,
     /// Records discarded (off the submit path: only discards write it).
     pub(crate) discarded: CacheLine<AtomicU64>,
+    /// The attached mapping, its consumer page and the hint walks in progress (see
+    /// [`crate::mapping`]).
+    pub(crate) mapping: CacheLine<crate::mapping::MappingGate>,
 }
 
-/// The consumer page: mapped read-write into the consumer's process, so untrusted.
+/// The consumer page: mapped read-write into the consumer's process, so untrusted. Each
+/// mapping has a page of its own (see [`crate::mapping`]).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct ConsumerPage {

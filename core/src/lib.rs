@@ -20,15 +20,17 @@ pub mod consumer;
 pub mod consumer_offset;
 pub mod device;
 pub mod layout;
+pub mod mapping;
 pub mod notify;
 pub mod placement;
 pub mod producer;
 pub mod record;
 mod sync;
 
-pub use consumer::{Batch, Consumer};
+pub use consumer::{Batch, Consumer, Record, Records};
 pub use layout::{Capacity, LayoutError, PAGE_SIZE};
-pub use placement::{RingPlacement, SharedView};
+pub use mapping::Retired;
+pub use placement::{DataView, RingPlacement, SharedView};
 pub use producer::{Hooks, Reservation, ReserveError, Ring};
 
 #[cfg(any(feature = "alloc", test, loom))]

@@ -232,10 +232,7 @@ fn run(ops: Vec<Op>, hostile: bool) -> Result<(), TestCaseError> {
                         ring.validated_consumer_offset().wrapping_add_signed(d)
                     }
                 };
-                ring.placement()
-                    .view()
-                    .consumer_offset()
-                    .store(value, Ordering::Relaxed);
+                ring.hostile_store_consumer_page(value);
             }
         }
 
@@ -251,7 +248,7 @@ fn run(ops: Vec<Op>, hostile: bool) -> Result<(), TestCaseError> {
         );
         last_validated = validated;
         for (r, id) in outstanding.iter_mut() {
-            let header = ring.placement().view().header(r.offset());
+            let header = ring.placement().data().header(r.offset());
             prop_assert_eq!(
                 header.len.load(Ordering::Relaxed),
                 LOCKED | r.len() as u32,

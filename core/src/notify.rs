@@ -27,7 +27,7 @@ impl<H: Hooks> Ring<H> {
     /// consumer offset has passed it (it passes only committed records), or it is published
     /// and its header is not LOCKED.
     pub fn is_committed(&self, head: u64) -> bool {
-        let view = self.placement().view();
+        let view = self.placement().data();
         // Acquire: a header below the producer offset is written.
         if view.producer_offset().load(Ordering::Acquire) > head {
             // Acquire: pairs with the commit's release, for callers that then read the record.

@@ -38,11 +38,11 @@ impl core::fmt::Display for PlacementError {
 
 impl core::error::Error for PlacementError {}
 
-/// What the consumer sees of a ring: the consumer page, the producer page, and the data
-/// mapped twice back to back. The producer side holds one too, over the same memory.
+/// What producers and the consumer share: the producer page and the data mapped twice back
+/// to back. The consumer's [`SharedView`] adds its own consumer page; the producer side's
+/// [`RingPlacement`] adds the private kernel page.
 #[derive(Clone, Copy, Debug)]
-pub struct SharedView {
-    consumer_page: NonNull<ConsumerPage>,
+pub struct DataView {
     producer_page: NonNull<ProducerPage>,
     data: NonNull<u8>,
     capacity: Capacity,
@@ -51,9 +51,8 @@ pub struct SharedView {
     #[cfg(loom)]
     headers: NonNull<RecordHeader>,
     /// Under loom, one tracked cell per 8 data bytes: payload writes and reads register
-    /// accesses on them, so that loom reports any payload access the ring's orderings do
-    /// not put in order (a consumer reading before the commit, a producer reusing space the
-    /// consumer still reads).
+    /// accesses on them, so that loom reports a payload access the ring's orderings leave
+    /// unordered in the executions it explores.
     #[cfg(loom)]
     shadow: NonNull<loom::cell::UnsafeCell<()>>,
 }
@@ -61,9 +60,9 @@ pub struct SharedView {
 // SAFETY: a view is a set of addresses of memory shared on purpose; every access through it
 // is atomic (pages, headers) or covered by the ring protocol (payloads), as argued where the
 // accesses are made.
-unsafe impl Send for SharedView {}
+unsafe impl Send for DataView {}
 // SAFETY: as for `Send`.
-unsafe impl Sync for SharedView {}
+unsafe impl Sync for DataView {}
 
 fn checked<T>(ptr: *mut T) -> Result<NonNull<T>, PlacementError> {
     let ptr = NonNull::new(ptr).ok_or(PlacementError::Null)?;
@@ -73,27 +72,25 @@ fn checked<T>(ptr: *mut T) -> Result<NonNull<T>, PlacementError> {
     Ok(ptr)
 }
 
-impl SharedView {
-    /// Makes a view of a ring placed by the caller.
+impl DataView {
+    /// Makes a view of the producer page and the data of a ring placed by the caller.
     ///
     /// # Safety
     ///
     /// For as long as any `Ring` or `Consumer` made from this view lives:
-    /// - `consumer_page` and `producer_page` point to at least 8 bytes each, readable (and
-    ///   writable for the side that writes them: the consumer its page, producers theirs);
+    /// - `producer_page` points to at least 8 bytes, readable (and writable for producers);
     /// - `data` points to `2 * capacity` bytes, readable by the consumer and readable and
     ///   writable by producers, either a double mapping (byte `capacity + i` is byte `i`) or
     ///   ordinary memory (see the module comment);
     /// - nothing but rings and consumers made from views of this memory writes to it through
-    ///   Rust references, and at most one `Consumer` is made from it at a time.
+    ///   Rust references.
     ///
     /// Null or misaligned addresses are refused with an error.
     pub unsafe fn new(
-        consumer_page: *mut u8,
         producer_page: *mut u8,
         data: *mut u8,
         capacity: Capacity,
-    ) -> Result<SharedView, PlacementError> {
+    ) -> Result<DataView, PlacementError> {
         #[cfg(loom)]
         let headers = {
             let table: alloc::vec::Vec<RecordHeader> = (0..capacity.bytes() / HEADER_SIZE)
@@ -110,8 +107,7 @@ impl SharedView {
                 .collect();
             NonNull::from(alloc::boxed::Box::leak(table.into_boxed_slice())).cast()
         };
-        Ok(SharedView {
-            consumer_page: checked(consumer_page.cast())?,
+        Ok(DataView {
             producer_page: checked(producer_page.cast())?,
             data: checked(data)?,
             capacity,
@@ -128,18 +124,11 @@ impl SharedView {
         self.capacity
     }
 
-    /// The consumer page's `consumer_offset`, which the consumer writes (untrusted).
-    #[inline]
-    pub(crate) fn consumer_offset(&self) -> &AtomicU64 {
-        // SAFETY: `new`'s contract: the page is valid and aligned for as long as `self` is
-        // used; it is only ever accessed atomically.
-        unsafe { &self.consumer_page.as_ref().consumer_offset }
-    }
-
     /// The producer page's `producer_offset`.
     #[inline]
     pub(crate) fn producer_offset(&self) -> &AtomicU64 {
-        // SAFETY: as for `consumer_offset`.
+        // SAFETY: `new`'s contract: the page is valid and aligned for as long as `self` is
+        // used; it is only ever accessed atomically.
         unsafe { &self.producer_page.as_ref().producer_offset }
     }
 
@@ -189,11 +178,77 @@ impl SharedView {
     }
 }
 
-/// Everything a producer side needs: the shared view and the private kernel page.
+/// What the consumer sees of a ring: its own consumer page, and the producer page and the
+/// data mapped twice back to back ([`DataView`], which it derefs to).
+#[derive(Clone, Copy, Debug)]
+pub struct SharedView {
+    consumer_page: NonNull<ConsumerPage>,
+    data: DataView,
+}
+
+// SAFETY: as for `DataView`; the consumer page is only ever accessed atomically.
+unsafe impl Send for SharedView {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SharedView {}
+
+impl SharedView {
+    /// Makes a consumer's view of a ring placed by the caller.
+    ///
+    /// # Safety
+    ///
+    /// As [`DataView::new`] for `producer_page`, `data` and `capacity`, and `consumer_page`
+    /// points to at least 8 bytes, readable and writable, for as long as the `Consumer` made
+    /// from this view lives, with at most one `Consumer` made from it at a time.
+    pub unsafe fn new(
+        consumer_page: *mut u8,
+        producer_page: *mut u8,
+        data: *mut u8,
+        capacity: Capacity,
+    ) -> Result<SharedView, PlacementError> {
+        // SAFETY: forwarded from this function's contract.
+        let data = unsafe { DataView::new(producer_page, data, capacity)? };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { SharedView::with_data(consumer_page, data) }
+    }
+
+    /// A consumer's view over `data` that a producer side shares (heap rings, tests).
+    ///
+    /// # Safety
+    ///
+    /// As [`SharedView::new`] for `consumer_page`.
+    pub unsafe fn with_data(
+        consumer_page: *mut u8,
+        data: DataView,
+    ) -> Result<SharedView, PlacementError> {
+        Ok(SharedView {
+            consumer_page: checked(consumer_page.cast())?,
+            data,
+        })
+    }
+
+    /// The consumer page's `consumer_offset`, which the consumer writes.
+    #[inline]
+    pub(crate) fn consumer_offset(&self) -> &AtomicU64 {
+        // SAFETY: `new`'s contract: the page is valid and aligned for as long as `self` is
+        // used; it is only ever accessed atomically.
+        unsafe { &self.consumer_page.as_ref().consumer_offset }
+    }
+}
+
+impl core::ops::Deref for SharedView {
+    type Target = DataView;
+    fn deref(&self) -> &DataView {
+        &self.data
+    }
+}
+
+/// Everything a producer side needs: the producer page and the data, and the private kernel
+/// page. The consumer page is not part of it: each mapping brings its own
+/// ([`Ring::attach_consumer_page`](crate::Ring::attach_consumer_page)).
 #[derive(Clone, Copy, Debug)]
 pub struct RingPlacement {
     kernel_page: NonNull<KernelPage>,
-    view: SharedView,
+    data: DataView,
 }
 
 // SAFETY: as for `SharedView`: only atomics and protocol-covered payloads are reached.
@@ -202,26 +257,26 @@ unsafe impl Send for RingPlacement {}
 unsafe impl Sync for RingPlacement {}
 
 impl RingPlacement {
-    /// Adds the kernel page to a view.
+    /// Adds the kernel page to a data view.
     ///
     /// # Safety
     ///
     /// `kernel_page` points to a page readable and writable by the host, never mapped into a
     /// consumer, valid for as long as any `Ring` made from this placement lives, and used by
-    /// at most one `Ring` at a time. `view` obeys [`SharedView::new`]'s contract.
+    /// at most one `Ring` at a time. `data` obeys [`DataView::new`]'s contract.
     pub unsafe fn new(
         kernel_page: *mut u8,
-        view: SharedView,
+        data: DataView,
     ) -> Result<RingPlacement, PlacementError> {
         Ok(RingPlacement {
             kernel_page: checked(kernel_page.cast())?,
-            view,
+            data,
         })
     }
 
-    /// The shared view.
-    pub fn view(&self) -> &SharedView {
-        &self.view
+    /// The producer page and the data.
+    pub fn data(&self) -> &DataView {
+        &self.data
     }
 
     #[inline]
@@ -236,9 +291,13 @@ mod heap {
     use alloc::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
     use alloc::sync::Arc;
 
-    use super::{RingPlacement, SharedView};
+    use alloc::boxed::Box;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use super::{DataView, RingPlacement, SharedView};
     use crate::consumer::Consumer;
-    use crate::layout::{Capacity, PAGE_SIZE, RingLayout};
+    use crate::layout::{Capacity, ConsumerPage, PAGE_SIZE, RingLayout};
+    use crate::mapping::Retired;
     use crate::producer::{Hooks, Ring};
 
     /// Heap memory for one ring: three pages and the data twice, zeroed, page-aligned.
@@ -304,9 +363,59 @@ mod heap {
     }
 
     /// A ring in ordinary heap memory, for tests, benchmarks and miri. Derefs to its [`Ring`].
+    /// Its first consumer page is attached as mapping 1; [`HeapRing::remap`] hands over to a
+    /// consumer with a fresh page, as a host's MAP after UNMAP does.
     pub struct HeapRing<H: Hooks = ()> {
         ring: Ring<H>,
-        _memory: Arc<HeapMemory>,
+        data: DataView,
+        generation: AtomicU64,
+        memory: Arc<HeapMemory>,
+    }
+
+    /// A consumer page on the heap, kept alive by the consumer that uses it (and by a
+    /// [`StalePage`] after its mapping ended).
+    #[derive(Debug)]
+    pub struct HeapConsumerPage {
+        page: *mut ConsumerPage,
+    }
+
+    // SAFETY: a heap page only ever accessed atomically.
+    unsafe impl Send for HeapConsumerPage {}
+    // SAFETY: as for `Send`.
+    unsafe impl Sync for HeapConsumerPage {}
+
+    impl HeapConsumerPage {
+        fn new() -> Arc<HeapConsumerPage> {
+            Arc::new(HeapConsumerPage {
+                page: Box::into_raw(Box::new(ConsumerPage::default())),
+            })
+        }
+    }
+
+    impl Drop for HeapConsumerPage {
+        fn drop(&mut self) {
+            // SAFETY: made by `Box::into_raw` in `new`, freed once, when nothing uses it.
+            drop(unsafe { Box::from_raw(self.page) });
+        }
+    }
+
+    /// The consumer page of a mapping that ended, still writable by its former consumer (a
+    /// process keeps its views after UNMAP): what a hostile former consumer writes there must
+    /// not reach the ring.
+    #[derive(Debug)]
+    pub struct StalePage(Arc<HeapConsumerPage>);
+
+    impl StalePage {
+        /// Writes `value` into the old page, as the former consumer's process may.
+        pub fn store(&self, value: u64) {
+            // SAFETY: the page lives as long as `self.0`.
+            // Relaxed: a hostile writer orders nothing.
+            unsafe {
+                (*self.0.page)
+                    .consumer_offset
+                    .store(value, Ordering::Relaxed)
+            };
+        }
     }
 
     impl<H: Hooks> HeapRing<H> {
@@ -316,30 +425,63 @@ mod heap {
             let memory = Arc::new(HeapMemory::new(capacity));
             // SAFETY: the addresses are page-aligned pages of one live allocation, kept alive
             // by the `Arc` held by both sides; the data is `2 * capacity` ordinary bytes (see
-            // the module comment); the kernel page is used by this one ring only, and exactly
-            // one consumer is made.
-            let (placement, consumer) = unsafe {
-                let view = SharedView::new(
-                    memory.at(RingLayout::CONSUMER_PAGE),
+            // the module comment); the kernel page is used by this one ring only.
+            let (data, placement) = unsafe {
+                let data = DataView::new(
                     memory.at(RingLayout::PRODUCER_PAGE),
                     memory.at(RingLayout::DATA),
                     capacity,
                 )
                 .expect("heap pages are non-null and page-aligned");
-                let placement = RingPlacement::new(memory.at(RingLayout::KERNEL_PAGE), view)
+                let placement = RingPlacement::new(memory.at(RingLayout::KERNEL_PAGE), data)
                     .expect("heap pages are non-null and page-aligned");
-                let consumer = Consumer::new(view).keep_alive(memory.clone());
-                (placement, consumer)
+                (data, placement)
             };
             // SAFETY: as above.
             let ring = unsafe { Ring::new(placement, hooks) };
-            (
-                HeapRing {
-                    ring,
-                    _memory: memory,
-                },
-                consumer,
-            )
+            let heap = HeapRing {
+                ring,
+                data,
+                generation: AtomicU64::new(0),
+                memory,
+            };
+            let consumer = heap.attach();
+            (heap, consumer)
+        }
+
+        /// Attaches a fresh consumer page and makes the one consumer over it.
+        fn attach(&self) -> Consumer {
+            let page = HeapConsumerPage::new();
+            // SAFETY: the page lives as long as the consumer and the `StalePage` that keep
+            // it, and at least until `remap` retires its mapping (the consumer is given back
+            // to it, and its page is kept by the `StalePage` it returns); the previous
+            // mapping was retired; `&self` methods that attach are serialised by `remap`
+            // taking the old consumer by value.
+            let (generation, _start) = unsafe { self.ring.attach_consumer_page(page.page.cast()) };
+            // Relaxed: read only by `remap`, after this store in program order or through
+            // the consumer handed over.
+            self.generation.store(generation, Ordering::Relaxed);
+            // SAFETY: the view's consumer page is the page just attached and set to the start;
+            // the data view is this ring's; exactly one consumer is made for this mapping.
+            unsafe {
+                let view = SharedView::with_data(page.page.cast(), self.data)
+                    .expect("a boxed consumer page is non-null and aligned");
+                Consumer::new(view)
+                    .keep_alive(self.memory.clone())
+                    .keep_page(page)
+            }
+        }
+
+        /// Ends the current mapping (its consumer, given back, stops) and attaches a new one
+        /// with a fresh page: what UNMAP then MAP does on a host. Returns the new consumer
+        /// and the old page, which a test may keep writing as a former consumer would.
+        pub fn remap(&self, old: Consumer) -> (Consumer, StalePage, Retired) {
+            // Relaxed: see `attach`.
+            let retired = self
+                .ring
+                .retire_consumer_page(self.generation.load(Ordering::Relaxed));
+            let stale = StalePage(old.into_page().expect("a heap ring's consumer has a page"));
+            (self.attach(), stale, retired)
         }
     }
 
@@ -352,4 +494,4 @@ mod heap {
 }
 
 #[cfg(any(feature = "alloc", test, loom))]
-pub use heap::{HeapMemory, HeapRing};
+pub use heap::{HeapConsumerPage, HeapMemory, HeapRing, StalePage};

@@ -117,16 +117,25 @@ impl<H: Hooks> Ring<H> {
         kernel.armed.0.store(0, Ordering::Relaxed);
         kernel.dropped.0.store(0, Ordering::Relaxed);
         kernel.discarded.0.store(0, Ordering::Relaxed);
-        let view = ring.placement.view();
-        view.producer_offset().store(0, Ordering::Relaxed);
-        view.consumer_offset().store(0, Ordering::Relaxed);
+        kernel.mapping.0.attached.store(0, Ordering::Relaxed);
+        kernel.mapping.0.walkers.store(0, Ordering::Relaxed);
+        kernel.mapping.0.last_generation.store(0, Ordering::Relaxed);
+        kernel
+            .mapping
+            .0
+            .page
+            .store(core::ptr::null_mut(), Ordering::Relaxed);
+        ring.placement
+            .data()
+            .producer_offset()
+            .store(0, Ordering::Relaxed);
         ring
     }
 
     /// The data capacity.
     #[inline]
     pub fn capacity(&self) -> Capacity {
-        self.placement.view().capacity()
+        self.placement.data().capacity()
     }
 
     /// The host's hooks.
@@ -194,7 +203,7 @@ impl<H: Hooks> Ring<H> {
             }
         }
 
-        let view = self.placement.view();
+        let view = self.placement.data();
         let header = view.header(start);
         // Relaxed: no one reads this header before the producer offset passes it, and the
         // release store of the producer offset below publishes it.
@@ -249,7 +258,7 @@ impl<H: Hooks> Ring<H> {
     pub fn producer_offset(&self) -> u64 {
         // Acquire: callers that read headers below it must see them written.
         self.placement
-            .view()
+            .data()
             .producer_offset()
             .load(Ordering::Acquire)
     }
@@ -264,42 +273,10 @@ impl<H: Hooks> Ring<H> {
             .load(Ordering::Relaxed)
     }
 
-    /// What the consumer page says now: untrusted, any value.
-    pub fn consumer_page_offset(&self) -> u64 {
-        // Relaxed: a snapshot; whoever acts on it validates it first.
-        self.placement
-            .view()
-            .consumer_offset()
-            .load(Ordering::Relaxed)
-    }
-
-    /// Sets the consumer page to the validated consumer offset: what a new consumer mapping
-    /// starts from. Only while no consumer is mapped.
-    pub fn reset_consumer_page(&self) -> u64 {
-        let validated = self.validated_consumer_offset();
-        // Release: a consumer that maps the page later starts from here (mapping orders it).
-        self.placement
-            .view()
-            .consumer_offset()
-            .store(validated, Ordering::Release);
-        validated
-    }
-
-    /// Writes `value` into the consumer page, as a hostile consumer process may at any time.
-    #[cfg(any(test, loom))]
-    #[doc(hidden)]
-    pub fn hostile_store_consumer_page(&self, value: u64) {
-        // Relaxed: hostile writers order nothing.
-        self.placement
-            .view()
-            .consumer_offset()
-            .store(value, Ordering::Relaxed);
-    }
-
     /// Commits the record at `start`: one release store of its header, then the check for a
     /// query waiting on it.
     fn commit(&self, start: u64, len: u32, flags: u32) {
-        let header: &RecordHeader = self.placement.view().header(start);
+        let header: &RecordHeader = self.placement.data().header(start);
         // Release: a consumer or a validation walk that acquires this word sees the payload.
         header.len.store(len | flags, Ordering::Release);
         if flags & DISCARDED != 0 {
@@ -351,7 +328,7 @@ impl<H: Hooks> Reservation<'_, H> {
 
     /// The payload bytes, to write.
     pub fn payload(&mut self) -> &mut [u8] {
-        let view = self.ring.placement().view();
+        let view = self.ring.placement().data();
         #[cfg(loom)]
         view.track_payload(self.start, self.len as usize, true);
         let ptr = view.payload_ptr(self.start);

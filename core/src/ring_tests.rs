@@ -75,7 +75,7 @@ fn reserve_writes_a_locked_header_and_the_page_offset() {
         ring.write(&[0u8; 4088]).unwrap();
     }
     let r = ring.reserve(3).unwrap();
-    let header = ring.placement().view().header(r.offset());
+    let header = ring.placement().data().header(r.offset());
     assert_eq!(header.len.load(Ordering::Relaxed), LOCKED | 3);
     assert_eq!(header.page_offset.load(Ordering::Relaxed), 2);
     r.submit();
@@ -86,7 +86,7 @@ fn reserve_writes_a_locked_header_and_the_page_offset() {
 fn payloads_are_lent_from_the_ring_not_copied() {
     let (ring, mut consumer) = HeapRing::new(page(), ());
     ring.write(b"zero-copy").unwrap();
-    let expected = ring.placement().view().payload_ptr(0) as *const u8;
+    let expected = ring.placement().data().payload_ptr(0) as *const u8;
     let batch = consumer.batch();
     let record = batch.iter().next().unwrap();
     assert_eq!(record.as_ptr(), expected);
@@ -114,7 +114,10 @@ fn a_discarded_head_is_skipped_and_its_space_returned() {
     assert_eq!(ring.discarded(), 1);
     let batch = consumer.batch();
     assert_eq!(batch.len(), 1);
-    assert_eq!(batch.iter().collect::<Vec<_>>(), [b"kept"]);
+    assert_eq!(
+        batch.iter().map(|r| r.payload()).collect::<Vec<_>>(),
+        [b"kept"]
+    );
     assert_eq!(batch.end(), padded_size(100) + padded_size(4));
     drop(batch);
     assert_eq!(
@@ -132,7 +135,7 @@ fn a_dropped_reservation_is_discarded() {
     }
     ring.write(b"after").unwrap();
     assert_eq!(drain(&mut consumer), [b"after".to_vec()]);
-    let header = ring.placement().view().header(0);
+    let header = ring.placement().data().header(0);
     assert_eq!(header.len.load(Ordering::Relaxed), DISCARDED | 8);
     assert_eq!(ring.discarded(), 1);
 }
@@ -195,7 +198,10 @@ fn batches_can_be_limited() {
     }
     {
         let batch = consumer.batch_up_to(2);
-        assert_eq!(batch.iter().collect::<Vec<_>>(), [[0u8], [1u8]]);
+        assert_eq!(
+            batch.iter().map(|r| r.payload()).collect::<Vec<_>>(),
+            [[0u8], [1u8]]
+        );
     }
     assert_eq!(consumer.position(), 32);
     assert_eq!(consumer.consume(|_| {}), 3);
@@ -216,10 +222,7 @@ fn space_is_returned_once_per_batch_when_it_ends() {
 #[test]
 fn an_empty_batch_writes_nothing() {
     let (ring, mut consumer) = HeapRing::new(page(), ());
-    ring.placement()
-        .view()
-        .consumer_offset()
-        .store(12345, Ordering::Relaxed);
+    ring.hostile_store_consumer_page(12345);
     assert!(consumer.batch().is_empty());
     assert_eq!(ring.consumer_page_offset(), 12345);
 }
@@ -258,10 +261,7 @@ fn a_hostile_consumer_page_cannot_free_a_locked_record() {
     held.payload().fill(0xAA);
     ring.write(&[1; 2040]).unwrap(); // 2048..4096
     for hostile in [u64::MAX, 4096, 2048, 1 << 40, 8] {
-        ring.placement()
-            .view()
-            .consumer_offset()
-            .store(hostile, Ordering::Relaxed);
+        ring.hostile_store_consumer_page(hostile);
         assert_eq!(ring.reserve(8).unwrap_err(), ReserveError::Full);
         assert_eq!(ring.validated_consumer_offset(), 0);
     }
@@ -271,16 +271,29 @@ fn a_hostile_consumer_page_cannot_free_a_locked_record() {
 }
 
 #[test]
-fn reset_consumer_page_sets_it_to_the_validated_offset() {
-    let (ring, _consumer) = HeapRing::new(page(), ());
-    ring.write(b"x").unwrap();
-    ring.advance_consumer_offset(16);
-    ring.placement()
-        .view()
-        .consumer_offset()
-        .store(999, Ordering::Relaxed);
-    assert_eq!(ring.reset_consumer_page(), 16);
+fn a_new_mapping_starts_at_the_validated_offset_on_a_fresh_page() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.write(b"x").unwrap(); // 0..16
+    ring.write(b"y").unwrap(); // 16..32
+    consumer.consume_while(1, |_| core::ops::ControlFlow::Continue(()));
+    let (consumer, stale, retired) = ring.remap(consumer);
+    assert_eq!(
+        retired,
+        crate::Retired {
+            final_offset: 16,
+            unreturned: 1
+        },
+        "the last walk counts what the consumer returned; one record is left"
+    );
+    assert_eq!(consumer.position(), 16);
     assert_eq!(ring.consumer_page_offset(), 16);
+    stale.store(u64::MAX);
+    assert_eq!(ring.reserve(4096 - 8).unwrap_err(), ReserveError::Full);
+    assert_eq!(
+        ring.validated_consumer_offset(),
+        16,
+        "the former consumer's page moves nothing"
+    );
 }
 
 #[derive(Default)]

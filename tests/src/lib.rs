@@ -388,7 +388,7 @@ pub fn consume(
             continue;
         }
         for payload in batch.iter() {
-            check.record(payload);
+            check.record(&payload);
         }
     }
     // Return the space to the device.

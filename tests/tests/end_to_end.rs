@@ -20,6 +20,10 @@ use ringmap_tests::{
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+fn raw_unmap(device: &Device) -> Result<Vec<u8>, Error> {
+    device.raw_request(Request::Unmap as u32, EmptyRequest::new().as_bytes(), 0)
+}
+
 fn stats(device: &Device) -> StatsReply {
     device.stats().expect("stats")
 }
@@ -158,28 +162,18 @@ fn wait_pends_on_an_empty_ring_and_completes_on_the_next_write() {
     let position = mapping.consumer().position();
     let queries = stats(&producer).queries;
     let reply = thread::scope(|scope| {
-        let waiter = scope.spawn(move || {
-            let reply = consumer.wait(position, Some(LIMIT));
-            (consumer, reply)
+        let writer = scope.spawn(move || {
+            wait_queries(&producer, queries + 1);
+            producer.write(b"wake up").expect("write");
         });
-        wait_queries(&producer, queries + 1);
-        // Pending: a second QUERY, from another handle, is refused while it is.
-        let busy = eventually(LIMIT, || {
-            match producer.wait(position, Some(Duration::from_millis(50))) {
-                Err(Error::Status(Status::DeviceBusy)) => Some(()),
-                Ok(None) => None,
-                other => panic!("a second QUERY: {other:?}"),
-            }
-        });
-        assert!(busy.is_some(), "a second pending QUERY is refused");
-        producer.write(b"wake up").expect("write");
-        waiter.join().expect("waiter")
+        let reply = mapping.wait(Some(LIMIT));
+        writer.join().expect("writer");
+        reply
     });
-    let (_consumer, reply) = reply;
     let reply = reply.expect("wait").expect("completed, not cancelled");
     assert!(reply.producer_offset > position);
     let batch = mapping.consumer().batch();
-    let records: Vec<&[u8]> = batch.iter().collect();
+    let records: Vec<&[u8]> = batch.iter().map(|r| r.payload()).collect();
     assert_eq!(records, vec![&b"wake up"[..]]);
 }
 
@@ -190,23 +184,21 @@ fn wait_with_a_timeout_is_cancelled_and_the_next_wait_works() {
     let other = server.open();
     let mut mapping = consumer.map().expect("map");
     let position = mapping.consumer().position();
-    let reply = consumer
-        .wait(position, Some(Duration::from_millis(50)))
-        .expect("wait");
+    let reply = mapping.wait(Some(Duration::from_millis(50))).expect("wait");
     assert!(
         reply.is_none(),
         "nothing to wait for: cancelled at the timeout"
     );
-    // The cancelled QUERY is gone: another handle may pend now.
+    // The cancelled QUERY is gone: the mapping may pend again.
     assert!(
-        other
-            .wait(position, Some(Duration::from_millis(20)))
-            .expect("wait from another handle")
+        mapping
+            .wait(Some(Duration::from_millis(20)))
+            .expect("a second wait")
             .is_none()
     );
     other.write(b"x").expect("write");
-    let reply = consumer
-        .wait(position, Some(LIMIT))
+    let reply = mapping
+        .wait(Some(LIMIT))
         .expect("wait")
         .expect("a committed head record completes QUERY at once");
     assert!(reply.producer_offset > position);
@@ -219,9 +211,9 @@ fn closing_a_handle_with_a_pending_wait_releases_it() {
     if let Some(role) = child_role() {
         assert_eq!(role, "wait");
         let device = child_open();
-        let position = device.stats().expect("stats").consumer_offset;
+        let mapping = device.map().expect("map");
         println!("CHILD waiting");
-        let _ = device.wait(position, None);
+        let _ = mapping.wait(None);
         println!("CHILD done");
         return;
     }
@@ -230,34 +222,28 @@ fn closing_a_handle_with_a_pending_wait_releases_it() {
     let queries = stats(&device).queries;
     let mut child = spawn_child(TEST, "wait", &server);
     wait_queries(&device, queries + 1);
-    let position = stats(&device).consumer_offset;
-    // The child's QUERY is pending (eventually: it may still be on its way).
-    let busy = eventually(LIMIT, || {
-        match device.wait(position, Some(Duration::from_millis(20))) {
-            Err(Error::Status(Status::DeviceBusy)) => Some(()),
-            Ok(None) => None,
-            other => panic!("QUERY while another is pending: {other:?}"),
-        }
-    });
-    assert!(busy.is_some());
-    // Close it the hard way: the process dies, its handle is cleaned up.
+    assert_eq!(stats(&device).mapped, 1);
+    // Close it the hard way: the process dies, its handle is cleaned up, with its mapping and
+    // its pending QUERY.
     child.kill().expect("kill the child");
     child.wait().expect("reap the child");
-    let free = eventually(LIMIT, || {
-        match device.wait(position, Some(Duration::from_millis(20))) {
-            Ok(None) => Some(()),
-            Err(Error::Status(Status::DeviceBusy)) => None,
-            other => panic!("QUERY after the close: {other:?}"),
-        }
-    });
-    assert!(free.is_some(), "the closed handle's QUERY was cancelled");
-    // And the device still works for everyone.
+    let mapping = eventually(LIMIT, || match device.map() {
+        Ok(mapping) => Some(mapping),
+        Err(Error::AlreadyMapped) => None,
+        Err(error) => panic!("map after the close: {error}"),
+    })
+    .expect("the dead handle's mapping was released");
+    // And the device still works for everyone: a QUERY pends and is woken.
     let writer = server.open();
+    let queries = stats(&writer).queries;
     let reply = thread::scope(|scope| {
-        let waiter = scope.spawn(move || device.wait(position, Some(LIMIT)));
-        thread::sleep(Duration::from_millis(20));
-        writer.write(b"after").expect("write");
-        waiter.join().expect("waiter")
+        let waker = scope.spawn(move || {
+            wait_queries(&writer, queries + 1);
+            writer.write(b"after").expect("write");
+        });
+        let reply = mapping.wait(Some(LIMIT));
+        waker.join().expect("waker");
+        reply
     });
     assert!(reply.expect("wait").is_some());
 }
@@ -326,7 +312,7 @@ fn a_consumer_killed_mid_batch_leaves_nothing_lost() {
         }
         for payload in batch.iter() {
             let (producer, sequence, _) =
-                ringmap_core::abi::generated::parse(payload).expect("a tagged record");
+                ringmap_core::abi::generated::parse(&payload).expect("a tagged record");
             assert_eq!(
                 (producer, sequence),
                 (0, next),
@@ -349,15 +335,15 @@ fn a_second_map_is_refused_while_the_first_lives() {
     assert_eq!(stats(&second).mapped, 1);
     // Only the mapping's owner can undo it.
     assert!(matches!(
-        second.unmap(),
+        raw_unmap(&second),
         Err(Error::Status(Status::InvalidDeviceState))
     ));
-    first.unmap().expect("unmap");
+    // Dropping the mapping unmaps it before `drop` returns.
     drop(mapping);
     assert_eq!(stats(&second).mapped, 0);
     // UNMAP without a mapping is refused.
     assert!(matches!(
-        first.unmap(),
+        raw_unmap(&first),
         Err(Error::Status(Status::InvalidDeviceState))
     ));
     let mapping = second.map().expect("map after the first mapping is gone");
@@ -413,7 +399,7 @@ fn the_producer_page_and_the_data_are_read_only() {
     }
     let mut mapping = device.map().expect("map");
     let batch = mapping.consumer().batch();
-    let records: Vec<&[u8]> = batch.iter().collect();
+    let records: Vec<&[u8]> = batch.iter().map(|r| r.payload()).collect();
     assert_eq!(records, vec![&b"data"[..]], "the record is unchanged");
 }
 
@@ -481,11 +467,11 @@ fn a_hostile_consumer_page_cannot_disturb_the_host_or_other_handles() {
             break;
         }
         for payload in batch.iter() {
-            if payload == b"still here" {
+            if payload.payload() == b"still here" {
                 continue;
             }
             let (producer, sequence, _) =
-                ringmap_core::abi::generated::parse(payload).expect("a generated record");
+                ringmap_core::abi::generated::parse(&payload).expect("a generated record");
             assert_eq!(payload.len(), 32);
             let slot = &mut last[producer as usize];
             assert!(
@@ -501,7 +487,10 @@ fn a_hostile_consumer_page_cannot_disturb_the_host_or_other_handles() {
         .write(b"after")
         .expect("a write after the hostile consumer is gone");
     let batch = mapping.consumer().batch();
-    assert_eq!(batch.iter().collect::<Vec<_>>(), vec![&b"after"[..]]);
+    assert_eq!(
+        batch.iter().map(|r| r.payload()).collect::<Vec<_>>(),
+        vec![&b"after"[..]]
+    );
 }
 
 fn bytes_with(mut bytes: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
@@ -732,7 +721,7 @@ fn malformed_requests_get_their_status_and_change_nothing() {
     }
     // The well-formed requests still work.
     let reply = device
-        .raw_request(stats_code, &empty, 96)
+        .raw_request(stats_code, &empty, StatsReply::SIZE as usize)
         .expect("a well-formed STATS");
     assert_eq!(
         StatsReply::read_exact(&reply).expect("a STATS reply"),

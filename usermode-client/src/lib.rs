@@ -11,12 +11,31 @@
 //! let device = ringmap_client::Device::open()?;
 //! let mut mapping = device.map()?;
 //! loop {
-//!     let position = mapping.consumer().position();
-//!     device.wait(position, None)?;
-//!     mapping.consumer().consume(|record| println!("{} bytes", record.len()));
+//!     mapping.wait(None)?;
+//!     mapping.consumer().consume(|record| {
+//!         println!("{} bytes at offset {}", record.len(), record.offset())
+//!     });
 //! }
 //! # }
 //! ```
+//!
+//! A [`Mapping`] borrows its [`Device`]: it cannot outlive it, so safe code holds at most one
+//! consumer per handle, and dropping it ends the mapping on the device (UNMAP) before it
+//! returns, so the next [`Device::map`] anywhere succeeds. This does not compile:
+//!
+//! ```compile_fail
+//! # fn main() -> Result<(), ringmap_client::Error> {
+//! let mapping = ringmap_client::Device::open()?.map()?; // the Device is dropped at once
+//! # drop(mapping);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Delivery across a consumer's end is at-least-once: a new mapping starts where the last one
+//! returned space (the MAP reply says where), so records a consumer had read but not returned
+//! when it crashed are delivered again (STATS counts them as `redelivered`). A former
+//! consumer's process may still read the data it had mapped, as with a Linux BPF ringbuf
+//! mapping, but nothing it writes reaches the ring or the next consumer.
 
 use std::time::Duration;
 
@@ -24,7 +43,8 @@ use ringmap_core::abi::{
     EmptyRequest, GenerateReply, MapReply, QueryRequest, Request, Wire, WriteReply, WriteRequest,
 };
 pub use ringmap_core::abi::{GenerateRequest, QueryReply, StatsReply, Status};
-use ringmap_core::{Capacity, Consumer, SharedView};
+pub use ringmap_core::{Batch, Consumer, Record, Records};
+use ringmap_core::{Capacity, SharedView};
 
 mod backend;
 
@@ -145,36 +165,54 @@ impl Device {
             .map_err(|status| status_error(request, status))
     }
 
-    /// MAP: maps the consumer page read-write, the producer page read-only and the data
-    /// read-only twice back to back, and makes the ring's one consumer over them.
-    pub fn map(&self) -> Result<Mapping, Error> {
+    /// MAP: maps this mapping's own consumer page read-write, the producer page read-only
+    /// and the data read-only twice back to back, and makes the ring's one consumer over
+    /// them, starting where the MAP reply says (where the previous consumer returned space).
+    pub fn map(&self) -> Result<Mapping<'_>, Error> {
         let (bytes, view) = self
             .handle
             .map(EmptyRequest::new().as_bytes(), MapReply::SIZE as usize)?
             .map_err(|status| status_error(Request::Map, status))?;
-        let reply: MapReply = parse_reply(Request::Map, &bytes)?;
-        let capacity = Capacity::new(reply.capacity)
-            .map_err(|_| Error::Protocol(format!("capacity {} is not one", reply.capacity)))?;
-        let view = view.map(&reply, capacity)?;
+        // From here on the device holds a mapping for this handle: undo it on any error.
+        let unmap = |error: Error| {
+            let _ = self.call(Request::Unmap, EmptyRequest::new().as_bytes(), 0);
+            error
+        };
+        let reply: MapReply = parse_reply(Request::Map, &bytes).map_err(unmap)?;
+        let capacity = Capacity::new(reply.capacity).map_err(|_| {
+            unmap(Error::Protocol(format!(
+                "capacity {} is not one",
+                reply.capacity
+            )))
+        })?;
+        let view = view.map(&reply, capacity).map_err(unmap)?;
         // SAFETY: the view's mappings live as long as the `Mapping`, which drops the consumer
-        // first; they are the consumer page (read-write), the producer page and the data
-        // twice back to back, as the device sent them; the device hands out one mapping at a
-        // time, so this is the ring's one consumer, and this process writes the consumer
-        // page only through it.
+        // first; they are this mapping's own consumer page (read-write), the producer page
+        // and the data twice back to back, as the device sent them; the device hands out
+        // one mapping at a time and a `Mapping` borrows its `Device`, so this is the ring's
+        // one consumer, and this process writes the consumer page only through it.
         let consumer = unsafe {
-            let shared = SharedView::new(
+            SharedView::new(
                 view.consumer_page(),
                 view.producer_page(),
                 view.data(),
                 capacity,
             )
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-            Consumer::new(shared)
-        };
+            .map(|shared| Consumer::new(shared))
+        }
+        .map_err(|e| unmap(Error::Protocol(e.to_string())))?;
+        if consumer.position() != reply.consumer_offset {
+            return Err(unmap(Error::Protocol(format!(
+                "the new consumer page says {} but the MAP reply {}",
+                consumer.position(),
+                reply.consumer_offset
+            ))));
+        }
         Ok(Mapping {
             consumer,
             capacity,
-            view,
+            view: Some(view),
+            device: self,
         })
     }
 
@@ -229,13 +267,6 @@ impl Device {
         Ok(parse_reply::<GenerateReply>(Request::Generate, &bytes)?.producers)
     }
 
-    /// UNMAP: the device forgets this handle's mapping (a `Mapping` still alive keeps its
-    /// memory mapped until dropped).
-    pub fn unmap(&self) -> Result<(), Error> {
-        self.call(Request::Unmap, EmptyRequest::new().as_bytes(), 0)?;
-        Ok(())
-    }
-
     /// Sends any request code with any input, for hostile-input tests: the reply's bytes, or
     /// [`Error::Status`] with the status the device answered. A MAP through here maps
     /// nothing (descriptors that come with it are closed).
@@ -252,21 +283,34 @@ impl Device {
     }
 }
 
-/// The consumer view mapped into this process and the ring's one consumer over it. Dropping
-/// it unmaps the memory in this process; the device keeps the mapping slot until
-/// [`Device::unmap`] or until the `Device` is dropped (the handle closed), so another
-/// consumer can map only then.
-pub struct Mapping {
+/// The consumer view mapped into this process and the ring's one consumer over it. It
+/// borrows the [`Device`] whose handle holds the mapping; dropping it (or
+/// [`unmap`](Mapping::unmap)) ends the mapping on the device before it returns, then unmaps
+/// the memory here.
+pub struct Mapping<'d> {
     // Declared before `view`: dropped before the memory it reads goes away.
     consumer: Consumer,
     capacity: Capacity,
-    view: backend::View,
+    view: Option<backend::View>,
+    device: &'d Device,
 }
 
-impl Mapping {
+impl Mapping<'_> {
     /// The ring's consumer: batches of borrowed records.
     pub fn consumer(&mut self) -> &mut Consumer {
         &mut self.consumer
+    }
+
+    /// QUERY: returns the space this consumer has handled, then waits until the record at
+    /// its position is committed. `None` if `timeout` passed first (the QUERY is cancelled
+    /// then).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<QueryReply>, Error> {
+        self.device.wait(self.consumer.position(), timeout)
+    }
+
+    /// The device this mapping belongs to.
+    pub fn device(&self) -> &Device {
+        self.device
     }
 
     /// The data capacity in bytes.
@@ -276,21 +320,64 @@ impl Mapping {
 
     /// The consumer page as mapped (read-write): its first `u64` is the consumer offset.
     pub fn consumer_page_ptr(&self) -> *mut u64 {
-        self.view.consumer_page().cast()
+        self.view().consumer_page().cast()
     }
 
     /// The producer page as mapped (read-only).
     pub fn producer_page_ptr(&self) -> *const u8 {
-        self.view.producer_page()
+        self.view().producer_page()
     }
 
     /// The data as mapped (read-only, `2 * capacity` bytes: the data twice).
     pub fn data_ptr(&self) -> *const u8 {
-        self.view.data()
+        self.view().data()
+    }
+
+    fn view(&self) -> &backend::View {
+        self.view
+            .as_ref()
+            .expect("the view lives until the mapping is dropped")
+    }
+
+    /// UNMAP: ends the mapping on the device (what the consumer returned counts; the next
+    /// MAP starts there) and unmaps the memory here. Dropping the mapping does the same and
+    /// ignores errors; this says whether the device agreed.
+    pub fn unmap(mut self) -> Result<(), Error> {
+        let result = self
+            .device
+            .call(Request::Unmap, EmptyRequest::new().as_bytes(), 0);
+        self.view = None;
+        std::mem::forget(self);
+        result.map(drop)
+    }
+
+    /// Keeps the memory mapped but ends the mapping on the device, as a process that
+    /// closed its handle keeps its views: for tests of a former consumer. Returns the
+    /// consumer page, which stays writable and reaches nobody.
+    #[doc(hidden)]
+    pub fn unmap_keeping_views(mut self) -> Result<*mut u64, Error> {
+        let page = self.consumer_page_ptr();
+        let result = self
+            .device
+            .call(Request::Unmap, EmptyRequest::new().as_bytes(), 0);
+        // The views stay mapped for the rest of the process (leaked on purpose).
+        std::mem::forget(self.view.take());
+        std::mem::forget(self);
+        result.map(|_| page)
     }
 }
 
-impl std::fmt::Debug for Mapping {
+impl Drop for Mapping<'_> {
+    fn drop(&mut self) {
+        // UNMAP first, while the consumer page still says what was returned; then the views.
+        let _ = self
+            .device
+            .call(Request::Unmap, EmptyRequest::new().as_bytes(), 0);
+        self.view = None;
+    }
+}
+
+impl std::fmt::Debug for Mapping<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mapping")
             .field("capacity", &self.capacity.as_u64())
@@ -305,9 +392,9 @@ impl std::fmt::Debug for Device {
     }
 }
 
-// `Device` and `Mapping` move between threads (one request at a time per `Device`).
+// A `Device` moves between threads (one request at a time per `Device`); a `Mapping` stays
+// with the thread that holds its `Device`.
 const _: () = {
     const fn assert_send<T: Send>() {}
     assert_send::<Device>();
-    assert_send::<Mapping>();
 };

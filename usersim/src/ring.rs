@@ -1,21 +1,21 @@
 //! The ring's memory in the host process.
 //!
-//! Three `memfd`s — the consumer page, the producer page and the data — sealed against
-//! shrinking, growing and further seals, mapped here as `[consumer page | producer page |
-//! data | data]` (a `PROT_NONE` reservation, then `MAP_FIXED | MAP_SHARED` maps of each
-//! part, the data twice back to back so a record across the wrap reads contiguously). The
-//! kernel page is private anonymous memory: it is never shared with a client.
+//! Two `memfd`s — the producer page and the data — sealed against shrinking, growing and
+//! further seals, mapped here as `[producer page | data | data]` (a `PROT_NONE` reservation,
+//! then `MAP_FIXED | MAP_SHARED` maps of each part, the data twice back to back so a record
+//! across the wrap reads contiguously). The kernel page is private anonymous memory: it is
+//! never shared with a client. Each mapping's consumer page is a memfd of its own
+//! ([`crate::consumer_page`]).
 //!
-//! The client gets the consumer page's descriptor (read-write) and read-only descriptors of
-//! the producer page and the data, opened again through `/proc/self/fd/N` with `O_RDONLY`:
-//! through them no mapping can be made writable, not even by `mprotect`.
+//! The client gets read-only descriptors of the producer page and the data, opened again
+//! through `/proc/self/fd/N` with `O_RDONLY`, with the MAP reply, besides its consumer page.
 
 use std::ffi::c_void;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr;
 
-use ringmap_core::{Capacity, PAGE_SIZE, RingPlacement, SharedView};
+use ringmap_core::{Capacity, DataView, PAGE_SIZE, RingPlacement};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
@@ -23,7 +23,6 @@ use rustix::mm::{MapFlags, ProtFlags};
 /// mapping of the shared view, and the private kernel page.
 pub struct RingMemory {
     capacity: Capacity,
-    consumer_page: OwnedFd,
     producer_page: OwnedFd,
     data: OwnedFd,
     producer_page_ro: OwnedFd,
@@ -86,7 +85,8 @@ unsafe fn map_fixed(
     Ok(())
 }
 
-/// Maps a consumer view — `[consumer page | producer page | data | data]` — from the three
+/// Maps a view — `[consumer page | producer page | data | data]` for a consumer (with
+/// `consumer_page`), `[producer page | data | data]` for the host (without) — from the
 /// descriptors, with the given protections. Returns the base and the length of the mapping.
 ///
 /// # Safety
@@ -94,14 +94,14 @@ unsafe fn map_fixed(
 /// None beyond what `mmap` needs: a new reservation is made, so nothing existing is replaced.
 pub unsafe fn map_view(
     capacity: Capacity,
-    consumer_page: BorrowedFd<'_>,
+    consumer_page: Option<(BorrowedFd<'_>, ProtFlags)>,
     producer_page: BorrowedFd<'_>,
     data: BorrowedFd<'_>,
-    consumer_prot: ProtFlags,
     shared_prot: ProtFlags,
 ) -> io::Result<(*mut u8, usize)> {
     let cap = capacity.bytes();
-    let len = 2 * PAGE_SIZE + 2 * cap;
+    let first = usize::from(consumer_page.is_some()) * PAGE_SIZE;
+    let len = first + PAGE_SIZE + 2 * cap;
     // SAFETY: a new anonymous reservation at an address the kernel picks replaces nothing.
     let base = unsafe {
         rustix::mm::mmap_anonymous(
@@ -115,10 +115,12 @@ pub unsafe fn map_view(
     let result = (|| {
         // SAFETY: each range lies in the reservation just made, which nothing references.
         unsafe {
-            map_fixed(base, PAGE_SIZE, consumer_prot, consumer_page)?;
-            map_fixed(base.add(PAGE_SIZE), PAGE_SIZE, shared_prot, producer_page)?;
-            map_fixed(base.add(2 * PAGE_SIZE), cap, shared_prot, data)?;
-            map_fixed(base.add(2 * PAGE_SIZE + cap), cap, shared_prot, data)?;
+            if let Some((fd, prot)) = consumer_page {
+                map_fixed(base, PAGE_SIZE, prot, fd)?;
+            }
+            map_fixed(base.add(first), PAGE_SIZE, shared_prot, producer_page)?;
+            map_fixed(base.add(first + PAGE_SIZE), cap, shared_prot, data)?;
+            map_fixed(base.add(first + PAGE_SIZE + cap), cap, shared_prot, data)?;
         }
         Ok(())
     })();
@@ -133,23 +135,14 @@ pub unsafe fn map_view(
 impl RingMemory {
     /// Allocates and maps an empty ring of `capacity` bytes.
     pub fn new(capacity: Capacity) -> io::Result<RingMemory> {
-        let consumer_page = sealed_memfd("ringmap-consumer", PAGE_SIZE as u64)?;
         let producer_page = sealed_memfd("ringmap-producer", PAGE_SIZE as u64)?;
         let data = sealed_memfd("ringmap-data", capacity.as_u64())?;
         let producer_page_ro = read_only(&producer_page)?;
         let data_ro = read_only(&data)?;
         let rw = ProtFlags::READ | ProtFlags::WRITE;
         // SAFETY: `map_view` makes a new reservation.
-        let (view, view_len) = unsafe {
-            map_view(
-                capacity,
-                consumer_page.as_fd(),
-                producer_page.as_fd(),
-                data.as_fd(),
-                rw,
-                rw,
-            )?
-        };
+        let (view, view_len) =
+            unsafe { map_view(capacity, None, producer_page.as_fd(), data.as_fd(), rw)? };
         // SAFETY: a new private anonymous page at an address the kernel picks.
         let kernel_page = match unsafe {
             rustix::mm::mmap_anonymous(ptr::null_mut(), PAGE_SIZE, rw, MapFlags::PRIVATE)
@@ -163,7 +156,6 @@ impl RingMemory {
         };
         Ok(RingMemory {
             capacity,
-            consumer_page,
             producer_page,
             data,
             producer_page_ro,
@@ -190,34 +182,21 @@ impl RingMemory {
         // long as `self` (the caller's contract keeps the ring within that); the data is
         // mapped twice back to back; the kernel page is private to this process.
         unsafe {
-            let view = SharedView::new(
-                self.view,
-                self.view.add(PAGE_SIZE),
-                self.view.add(2 * PAGE_SIZE),
-                self.capacity,
-            )
-            .expect("mappings are page-aligned and non-null");
-            RingPlacement::new(self.kernel_page, view).expect("mappings are page-aligned")
+            let data = DataView::new(self.view, self.view.add(PAGE_SIZE), self.capacity)
+                .expect("mappings are page-aligned and non-null");
+            RingPlacement::new(self.kernel_page, data).expect("mappings are page-aligned")
         }
     }
 
-    /// The descriptors a MAP reply carries, in the order of its indexes 0, 1, 2: the consumer
-    /// page (read-write), the producer page and the data (both read-only).
-    pub fn client_fds(&self) -> [BorrowedFd<'_>; 3] {
-        [
-            self.consumer_page.as_fd(),
-            self.producer_page_ro.as_fd(),
-            self.data_ro.as_fd(),
-        ]
+    /// The read-only descriptors a MAP reply carries after the consumer page's: the producer
+    /// page and the data.
+    pub fn client_fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.producer_page_ro.as_fd(), self.data_ro.as_fd()]
     }
 
     /// The writable descriptors (tests).
-    pub fn writable_fds(&self) -> [BorrowedFd<'_>; 3] {
-        [
-            self.consumer_page.as_fd(),
-            self.producer_page.as_fd(),
-            self.data.as_fd(),
-        ]
+    pub fn writable_fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.producer_page.as_fd(), self.data.as_fd()]
     }
 }
 

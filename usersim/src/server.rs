@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use ringmap_core::Capacity;
 use ringmap_core::abi::{QueryReply, Request, Status, Wire};
-use ringmap_core::device::{Device, HandleId, Outcome, Platform, ViewHandles};
+use ringmap_core::device::{Device, HandleId, NewMapping, Outcome, Platform, ViewHandles};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
+use crate::consumer_page::ConsumerPageMemory;
 use crate::protocol::{CODE_CANCEL, MAX_OUTPUT, ReplyHeader, RequestHeader};
 use crate::ring::RingMemory;
 
@@ -93,6 +94,8 @@ pub struct PendingQuery {
 /// The usersim [`Platform`]: the ring's memory, a std mutex, threads for the generator.
 pub struct Host {
     memory: RingMemory,
+    /// The consumer page descriptor of a MAP whose reply is not sent yet, by handle.
+    map_fds: Mutex<HashMap<HandleId, OwnedFd>>,
     lock: Mutex<()>,
     device: OnceLock<Weak<Device<Host>>>,
     producers: Mutex<Vec<JoinHandle<()>>>,
@@ -102,6 +105,11 @@ impl Host {
     /// The ring's memory.
     pub fn memory(&self) -> &RingMemory {
         &self.memory
+    }
+
+    /// The consumer page descriptor of `handle`'s MAP that just succeeded, for its reply.
+    pub fn take_map_fd(&self, handle: HandleId) -> Option<OwnedFd> {
+        lock(&self.map_fds).remove(&handle)
     }
 }
 
@@ -114,6 +122,7 @@ pub fn now_ns() -> u64 {
 // SAFETY: `with_lock` runs its closure under a std mutex held for the whole call.
 unsafe impl Platform for Host {
     type PendingQuery = PendingQuery;
+    type ConsumerPage = ConsumerPageMemory;
 
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = lock(&self.lock);
@@ -129,17 +138,31 @@ unsafe impl Platform for Host {
         }
     }
 
-    fn map_view(&self, _handle: HandleId) -> Result<ViewHandles, Status> {
-        // The descriptors travel with the reply, in this order.
-        Ok(ViewHandles {
-            consumer_page: 0,
-            producer_page: 1,
-            data: 2,
+    fn map_view(&self, handle: HandleId) -> Result<NewMapping<ConsumerPageMemory>, Status> {
+        let page = ConsumerPageMemory::new().map_err(|_| Status::InsufficientResources)?;
+        let fd = page
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|_| Status::InsufficientResources)?;
+        // The MAP reply takes it (`take_map_fd`) and sends it with the producer page's and
+        // the data's read-only descriptors, in this order.
+        lock(&self.map_fds).insert(handle, fd);
+        Ok(NewMapping {
+            handles: ViewHandles {
+                consumer_page: 0,
+                producer_page: 1,
+                data: 2,
+            },
+            page_address: page.address(),
+            page,
         })
     }
 
-    fn unmap_view(&self, _handle: HandleId) {
-        // The client maps and unmaps in its own process; nothing of it is kept here.
+    fn unmap_view(&self, handle: HandleId, page: ConsumerPageMemory) {
+        // Nothing reads the page any more: the host's side goes (the client keeps its own
+        // mapping, which reaches nobody now).
+        lock(&self.map_fds).remove(&handle);
+        drop(page);
     }
 
     fn now_ns(&self) -> u64 {
@@ -196,6 +219,7 @@ unsafe impl Platform for Host {
 pub fn new_device(capacity: Capacity) -> io::Result<Arc<Device<Host>>> {
     let host = Host {
         memory: RingMemory::new(capacity)?,
+        map_fds: Mutex::new(HashMap::new()),
         lock: Mutex::new(()),
         device: OnceLock::new(),
         producers: Mutex::new(Vec::new()),
@@ -454,10 +478,18 @@ fn serve_connection(shared: &Shared, connection: Arc<Connection>, mut stream: Un
             })
         });
         match outcome {
+            Ok(Outcome::Done(len)) if request == Request::Map => {
+                match device.platform().take_map_fd(handle) {
+                    Some(page) => {
+                        let [producer_page, data] = device.platform().memory().client_fds();
+                        let fds = [page.as_fd(), producer_page, data];
+                        connection.reply(id, Status::Success, &output[..len], &fds);
+                    }
+                    None => connection.reply(id, Status::InsufficientResources, &[], &[]),
+                }
+            }
             Ok(Outcome::Done(len)) => {
-                let fds = device.platform().memory().client_fds();
-                let fds: &[_] = if request == Request::Map { &fds } else { &[] };
-                connection.reply(id, Status::Success, &output[..len], fds);
+                connection.reply(id, Status::Success, &output[..len], &[]);
             }
             Ok(Outcome::Pending) => {}
             Err(status) => connection.reply(id, status, &[], &[]),

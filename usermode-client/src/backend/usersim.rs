@@ -254,10 +254,9 @@ impl PendingView {
         let (base, len) = unsafe {
             ringmap_usersim::ring::map_view(
                 capacity,
-                self.fds[0].as_fd(),
+                Some((self.fds[0].as_fd(), ProtFlags::READ | ProtFlags::WRITE)),
                 self.fds[1].as_fd(),
                 self.fds[2].as_fd(),
-                ProtFlags::READ | ProtFlags::WRITE,
                 ProtFlags::READ,
             )?
         };

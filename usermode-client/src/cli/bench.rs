@@ -182,7 +182,7 @@ fn device_throughput(
         }
         empty = 0;
         for record in batch.iter() {
-            let sequence = generated::parse(record).map(|(_, s, _)| s);
+            let sequence = generated::parse(&record).map(|(_, s, _)| s);
             mismatches += u64::from(sequence != Some(expected));
             expected += 1;
         }
@@ -254,7 +254,7 @@ fn core_throughput(capacity: Capacity, payload: usize, records: u64) -> Result<f
             }
             empty = 0;
             for record in batch.iter() {
-                let sequence = generated::parse(record).map(|(_, s, _)| s);
+                let sequence = generated::parse(&record).map(|(_, s, _)| s);
                 mismatches += u64::from(sequence != Some(expected));
                 expected += 1;
             }
@@ -292,7 +292,7 @@ fn device_wake_latency(
         for record in batch.iter() {
             if first
                 && woke.is_some()
-                && let Some((_, _, Some(submitted))) = generated::parse(record)
+                && let Some((_, _, Some(submitted))) = generated::parse(&record)
             {
                 latencies.push(now.saturating_sub(submitted));
             }

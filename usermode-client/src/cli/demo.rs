@@ -160,7 +160,7 @@ fn consume(device: &Device, args: &Args) -> CliResult {
         }
         let mut first = woke;
         for payload in batch.iter() {
-            let time = tally.record(payload);
+            let time = tally.record(&payload);
             if first {
                 first = false;
                 if let Some(submitted) = time {

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod generate;
+mod interrupt;
 mod serve;
 mod stat;
 mod tail;

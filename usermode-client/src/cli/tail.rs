@@ -1,12 +1,11 @@
 //! `ringmap tail`: map the ring and print its records.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 
-use ringmap_core::record::HEADER_SIZE;
-
-use super::{CliResult, open_device};
+use super::{CliResult, interrupt, open_device};
 
 /// How `ringmap tail` prints a record.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,52 +33,49 @@ pub struct Args {
     count: Option<u64>,
 }
 
+/// Prints records until the ring is empty (or, with `--follow`, until Ctrl-C), `-n` records
+/// were printed, or standard output fails. Returns to the device exactly the space of the
+/// records written to standard output, no more: the next consumer starts with the first one
+/// not written. (A reader that exits early, such as `head`, may still leave unread records
+/// that had reached its pipe.)
 pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
+    let interrupted = interrupt::install();
     let device = open_device(socket)?;
     let mut mapping = device.map()?;
-    let capacity = mapping.capacity();
-    let data = mapping.data_ptr() as usize;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // Unbuffered beyond a line: a record counts as printed once `write` took all of it.
+    let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     let limit = args.count.unwrap_or(u64::MAX);
-    'outer: while printed < limit {
-        let consumer = mapping.consumer();
-        let batch = consumer.batch_up_to((limit - printed).min(usize::MAX as u64) as usize);
-        if batch.is_empty() {
-            drop(batch);
-            let position = consumer.position();
+    let mut failed = None;
+    while printed < limit && failed.is_none() && !interrupted.is_set() {
+        let max = (limit - printed).min(usize::MAX as u64) as usize;
+        let handled = mapping.consumer().consume_while(max, |record| {
+            if interrupted.is_set() {
+                return ControlFlow::Break(());
+            }
+            match print_record(&mut out, args.format, record.offset(), &record) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(error) => {
+                    failed = Some(error);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        printed += handled as u64;
+        if handled == 0 && failed.is_none() && !interrupted.is_set() {
             if !args.follow {
                 break;
             }
-            out.flush()?;
-            // A timeout lets a broken pipe or a gone device show up even when idle.
-            device.wait(position, Some(Duration::from_secs(1)))?;
-            continue;
-        }
-        let start = batch.start();
-        let start_index = start % capacity;
-        for payload in batch.iter() {
-            // The payload lies in the data view (mapped twice): its header is just before it.
-            let index = (payload.as_ptr() as usize - data - HEADER_SIZE) as u64;
-            let offset = start + (index + capacity - start_index) % capacity;
-            if let Err(error) = print_record(&mut out, args.format, offset, payload) {
-                if error.kind() == std::io::ErrorKind::BrokenPipe {
-                    break 'outer;
-                }
-                return Err(error.into());
-            }
-            printed += 1;
+            // A short timeout lets Ctrl-C, a broken pipe or a gone device show up when idle.
+            mapping.wait(Some(Duration::from_millis(200)))?;
         }
     }
-    match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-        _ => {}
+    // Dropping the mapping returns the space of the records printed (UNMAP), and only theirs.
+    drop(mapping);
+    match failed {
+        Some(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(0),
     }
-    // Hand the space back to the device, so the next consumer starts after these records.
-    let position = mapping.consumer().position();
-    let _ = device.wait(position, Some(Duration::from_millis(1)));
-    Ok(0)
 }
 
 /// A record as `ringmap tail --format json` prints it.
@@ -101,17 +97,19 @@ fn hex(payload: &[u8]) -> String {
     text
 }
 
+/// Writes one record as one line, with one `write_all`: it is either all written or failed.
 fn print_record(
     out: &mut impl Write,
     format: Format,
     offset: u64,
     payload: &[u8],
 ) -> std::io::Result<()> {
+    let mut line = Vec::with_capacity(payload.len() * 2 + 32);
     match format {
-        Format::Hex => writeln!(out, "{offset} {} {}", payload.len(), hex(payload)),
+        Format::Hex => writeln!(line, "{offset} {} {}", payload.len(), hex(payload))?,
         Format::Text => {
-            out.write_all(String::from_utf8_lossy(payload).as_bytes())?;
-            out.write_all(b"\n")
+            line.extend_from_slice(String::from_utf8_lossy(payload).as_bytes());
+            line.push(b'\n');
         }
         Format::Json => {
             let record = JsonRecord {
@@ -120,10 +118,11 @@ fn print_record(
                 text: std::str::from_utf8(payload).ok(),
                 hex: hex(payload),
             };
-            serde_json::to_writer(&mut *out, &record)?;
-            out.write_all(b"\n")
+            serde_json::to_writer(&mut line, &record)?;
+            line.push(b'\n');
         }
     }
+    out.write_all(&line)
 }
 
 #[cfg(test)]

@@ -1,0 +1,30 @@
+//! Ctrl-C (SIGINT) and SIGTERM as a flag that long-running subcommands check between records,
+//! so that they stop cleanly: return exactly the space of what they handled, remove what they
+//! created, print what they have.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once SIGINT or SIGTERM arrived (after [`install`]).
+#[derive(Clone, Debug)]
+pub struct Interrupted(Arc<AtomicBool>);
+
+impl Interrupted {
+    /// Whether a signal arrived.
+    pub fn is_set(&self) -> bool {
+        // Relaxed: a flag that orders no data; the handler only stores it.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Turns SIGINT and SIGTERM into the returned flag instead of ending the process. On
+/// Windows, where the console's Ctrl-C handler is not hooked, the flag is never set.
+pub fn install() -> Interrupted {
+    let flag = Arc::new(AtomicBool::new(false));
+    #[cfg(target_os = "linux")]
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A failure leaves the default action (the process ends): nothing worse than before.
+        let _ = signal_hook::flag::register(signal, flag.clone());
+    }
+    Interrupted(flag)
+}
