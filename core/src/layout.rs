@@ -1,15 +1,18 @@
 //! Where everything of a ring lives.
 //!
-//! A ring occupies these pages, in this order (the layout of eBPF for Windows' ring buffer map
-//! and of the Linux BPF ringbuf):
+//! A consumer sees a ring as these pages, in this order (the layout of eBPF for Windows' ring
+//! buffer map and of the Linux BPF ringbuf, without their kernel page):
 //!
 //! ```text
-//! [ kernel page | consumer page | producer page | data (capacity) | the same data again ]
+//! [ consumer page | producer page | data (capacity) | the same data again ]
 //! ```
 //!
+//! The host keeps `[ kernel page | producer page | data | data ]`, and each mapping's consumer
+//! page apart from it (a fresh page for every mapping, [`crate::mapping`]).
+//!
 //! - The kernel page holds what only the host may see: the reserve offset, the validated
-//!   consumer offset, the armed query word and the drop counter. It is never mapped into the
-//!   consumer's process.
+//!   consumer offset, the armed query word, the counters and the attached mapping. It is never
+//!   mapped into the consumer's process.
 //! - The consumer page holds `consumer_offset`, written by the consumer (and so untrusted).
 //! - The producer page holds `producer_offset`, written by producers, read-only to the consumer.
 //! - The data pages are mapped twice back to back, so that a record that wraps around the end
@@ -133,12 +136,10 @@ pub struct RingLayout {
 impl RingLayout {
     /// Offset of the kernel page in the host's region.
     pub const KERNEL_PAGE: usize = 0;
-    /// Offset of the consumer page in the host's region.
-    pub const CONSUMER_PAGE: usize = PAGE_SIZE;
     /// Offset of the producer page in the host's region.
-    pub const PRODUCER_PAGE: usize = 2 * PAGE_SIZE;
+    pub const PRODUCER_PAGE: usize = PAGE_SIZE;
     /// Offset of the first copy of the data in the host's region.
-    pub const DATA: usize = 3 * PAGE_SIZE;
+    pub const DATA: usize = 2 * PAGE_SIZE;
 
     /// Offset of the consumer page in the consumer's view.
     pub const VIEW_CONSUMER_PAGE: usize = 0;
@@ -147,7 +148,7 @@ impl RingLayout {
     /// Offset of the first copy of the data in the consumer's view.
     pub const VIEW_DATA: usize = 2 * PAGE_SIZE;
 
-    /// Bytes of the host's whole region: three pages and the data twice.
+    /// Bytes of the host's whole region: two pages and the data twice.
     pub const fn region_bytes(self) -> usize {
         Self::DATA + 2 * self.capacity.bytes()
     }
@@ -157,9 +158,9 @@ impl RingLayout {
         Self::VIEW_DATA + 2 * self.capacity.bytes()
     }
 
-    /// Number of distinct physical pages behind the region (the data is backed once).
+    /// Number of distinct physical pages behind the host's region (the data is backed once).
     pub const fn backing_pages(self) -> usize {
-        3 + self.capacity.bytes() / PAGE_SIZE
+        2 + self.capacity.bytes() / PAGE_SIZE
     }
 }
 
@@ -262,9 +263,9 @@ mod tests {
     #[test]
     fn layout_offsets() {
         let l = Capacity::new(8192).unwrap().layout();
-        assert_eq!(RingLayout::DATA, 3 * PAGE_SIZE);
-        assert_eq!(l.region_bytes(), 3 * PAGE_SIZE + 2 * 8192);
+        assert_eq!(RingLayout::DATA, 2 * PAGE_SIZE);
+        assert_eq!(l.region_bytes(), 2 * PAGE_SIZE + 2 * 8192);
         assert_eq!(l.view_bytes(), 2 * PAGE_SIZE + 2 * 8192);
-        assert_eq!(l.backing_pages(), 5);
+        assert_eq!(l.backing_pages(), 4);
     }
 }

@@ -300,7 +300,8 @@ mod heap {
     use crate::mapping::Retired;
     use crate::producer::{Hooks, Ring};
 
-    /// Heap memory for one ring: three pages and the data twice, zeroed, page-aligned.
+    /// Heap memory for one ring's host region (kernel page, producer page, the data twice),
+    /// zeroed, page-aligned.
     #[derive(Debug)]
     pub struct HeapMemory {
         base: *mut u8,
@@ -338,14 +339,9 @@ mod heap {
         /// the allocation.
         #[cfg(loom)]
         fn at(&self, offset: usize) -> *mut u8 {
-            use alloc::boxed::Box;
-
-            use crate::layout::{ConsumerPage, KernelPage, ProducerPage};
+            use crate::layout::{KernelPage, ProducerPage};
             match offset {
                 RingLayout::KERNEL_PAGE => Box::into_raw(Box::new(KernelPage::default())).cast(),
-                RingLayout::CONSUMER_PAGE => {
-                    Box::into_raw(Box::new(ConsumerPage::default())).cast()
-                }
                 RingLayout::PRODUCER_PAGE => {
                     Box::into_raw(Box::new(ProducerPage::default())).cast()
                 }

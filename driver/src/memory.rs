@@ -1,9 +1,11 @@
-//! The ring's memory: `[kernel page | consumer page | producer page | data | data]` in system
-//! space, as `ringmap_core::layout::RingLayout` places it.
+//! The ring's memory: `[kernel page | producer page | data | data]` in system space, as
+//! `ringmap_core::layout::RingLayout` places it, and one consumer page per mapping.
 //!
-//! The consumer page, the producer page and the data are each a pagefile-backed section
+//! The producer page and the data are each a pagefile-backed section
 //! (`ZwCreateSection(SEC_COMMIT)`), so that MAP can give the caller section handles with the
-//! right access (API_CHECKS.md section 4). Each section is mapped in system space and its pages
+//! right access (API_CHECKS.md section 4). Every MAP makes a fresh one-page section for its
+//! consumer page ([`ConsumerPageSection`]): a former consumer keeps its own view of its old
+//! page (a view outlives its handle), but nothing reads that page once its mapping is retired. Each section is mapped in system space and its pages
 //! are locked with `MmProbeAndLockPages`, which raises on failure: it is called through the C
 //! shim in `seh.c` (`__try`). The kernel page is a non-paged pool page of its own and never
 //! gets a handle. One composite MDL lists the physical pages of all of them, the data pages
@@ -17,7 +19,7 @@
 use core::ptr::null_mut;
 
 use ringmap_core::layout::{Capacity, PAGE_SIZE, RingLayout};
-use ringmap_core::placement::{PlacementError, RingPlacement, SharedView};
+use ringmap_core::placement::{DataView, PlacementError, RingPlacement};
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePoolWithTag, IoAllocateMdl, IoFreeMdl, MmBuildMdlForNonPagedPool,
     MmMapLockedPagesSpecifyCache, MmMapViewInSystemSpace, MmUnlockPages, MmUnmapLockedPages,
@@ -48,15 +50,13 @@ unsafe extern "C" {
 const SECTION_ALL_WE_USE: ACCESS_MASK =
     (SECTION_MAP_READ | SECTION_MAP_WRITE | SECTION_QUERY) as ACCESS_MASK;
 
-/// The three regions with a section, in layout order.
+/// The two regions of the ring with a section, in layout order.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Region {
-    /// The consumer page (mapped read-write by the consumer).
-    ConsumerPage = 0,
     /// The producer page (read-only to the consumer).
-    ProducerPage = 1,
+    ProducerPage = 0,
     /// The data (read-only to the consumer, mapped twice by it).
-    Data = 2,
+    Data = 1,
 }
 
 /// One section: the object (referenced), its system-space view, the MDL locking the view.
@@ -79,7 +79,7 @@ pub struct RingMemory {
     capacity: Capacity,
     kernel_page: PVOID,
     kernel_mdl: PMDL,
-    sections: [Section; 3],
+    sections: [Section; 2],
     composite: PMDL,
     base: PVOID,
 }
@@ -107,15 +107,12 @@ impl RingMemory {
             capacity,
             kernel_page: null_mut(),
             kernel_mdl: null_mut(),
-            sections: [Section::EMPTY, Section::EMPTY, Section::EMPTY],
+            sections: [Section::EMPTY, Section::EMPTY],
             composite: null_mut(),
             base: null_mut(),
         };
         memory.make_kernel_page()?;
-        for (index, bytes) in [PAGE_SIZE, PAGE_SIZE, capacity.bytes()]
-            .into_iter()
-            .enumerate()
-        {
+        for (index, bytes) in [PAGE_SIZE, capacity.bytes()].into_iter().enumerate() {
             make_section(&mut memory.sections[index], bytes)?;
         }
         memory.map_composite()?;
@@ -137,7 +134,7 @@ impl RingMemory {
         Ok(())
     }
 
-    /// One MDL over `[kernel | consumer | producer | data | data]`, mapped in system space.
+    /// One MDL over `[kernel | producer | data | data]`, mapped in system space.
     fn map_composite(&mut self) -> Result<(), NTSTATUS> {
         let layout: RingLayout = self.capacity.layout();
         let bytes = ULONG::try_from(layout.region_bytes()).map_err(|_| STATUS_INVALID_PARAMETER)?;
@@ -146,7 +143,6 @@ impl RingMemory {
         self.composite = non_null(unsafe { IoAllocateMdl(null_mut(), bytes, 0, 0, null_mut()) })?;
         let mut pfns = PfnWriter::new(self.composite);
         pfns.extend(self.kernel_mdl, 1);
-        pfns.extend(self.sections[Region::ConsumerPage as usize].locked_mdl, 1);
         pfns.extend(self.sections[Region::ProducerPage as usize].locked_mdl, 1);
         let data_pages = self.capacity.bytes() / PAGE_SIZE;
         pfns.extend(self.sections[Region::Data as usize].locked_mdl, data_pages);
@@ -177,19 +173,99 @@ impl RingMemory {
         // that uses the placement is dropped (`device::Ring` field order); the kernel page is in
         // no section, so no handle to it is ever opened for user mode.
         unsafe {
-            let view = SharedView::new(
-                base.add(RingLayout::CONSUMER_PAGE),
+            let data = DataView::new(
                 base.add(RingLayout::PRODUCER_PAGE),
                 base.add(RingLayout::DATA),
                 self.capacity,
             )?;
-            RingPlacement::new(base.add(RingLayout::KERNEL_PAGE), view)
+            RingPlacement::new(base.add(RingLayout::KERNEL_PAGE), data)
         }
     }
 
     /// The section object of `region` (referenced until `drop`), for MAP.
     pub fn section(&self, region: Region) -> PVOID {
         self.sections[region as usize].object
+    }
+}
+
+/// One mapping's consumer page: a one-page section of its own, locked, and mapped once more
+/// through its MDL so that producers read it non-paged at DISPATCH_LEVEL. Made at MAP
+/// (PASSIVE_LEVEL, in the caller's context), dropped once the mapping is retired.
+pub struct ConsumerPageSection {
+    section: Section,
+    address: PVOID,
+}
+
+// SAFETY: the pointers are a referenced section object, its system view, its MDL and a
+// system-space mapping of it: usable and freed from any thread at PASSIVE_LEVEL.
+unsafe impl Send for ConsumerPageSection {}
+
+impl ConsumerPageSection {
+    /// A fresh, zeroed consumer page. PASSIVE_LEVEL.
+    pub fn new() -> Result<ConsumerPageSection, NTSTATUS> {
+        let mut page = ConsumerPageSection {
+            section: Section::EMPTY,
+            address: null_mut(),
+        };
+        make_section(&mut page.section, PAGE_SIZE)?;
+        // SAFETY: the MDL is locked (make_section); kernel mode: null on failure, no raise;
+        // unmapped in `drop` before the MDL is unlocked and freed.
+        page.address = non_null(unsafe {
+            MmMapLockedPagesSpecifyCache(
+                page.section.locked_mdl,
+                _MODE::KernelMode as KPROCESSOR_MODE,
+                _MEMORY_CACHING_TYPE::MmCached,
+                null_mut(),
+                0,
+                _MM_PAGE_PRIORITY::NormalPagePriority as ULONG | MdlMappingNoExecute as ULONG,
+            )
+        })?;
+        Ok(page)
+    }
+
+    /// The page's non-paged system address (what producers read).
+    pub fn address(&self) -> *mut u8 {
+        self.address.cast()
+    }
+
+    /// The section object (referenced until `drop`), for MAP's handle in the caller.
+    pub fn section(&self) -> PVOID {
+        self.section.object
+    }
+}
+
+impl Drop for ConsumerPageSection {
+    fn drop(&mut self) {
+        // SAFETY: undoes `new` in reverse order; nothing reads the page any more (the device
+        // retired its mapping first). The caller's own view keeps the section object alive
+        // for the caller alone.
+        unsafe {
+            if !self.address.is_null() {
+                MmUnmapLockedPages(self.address, self.section.locked_mdl);
+            }
+            free_section(&self.section);
+        }
+    }
+}
+
+/// Undoes `make_section`, whatever part of it succeeded.
+///
+/// # Safety
+///
+/// Nothing uses the section's view or its locked pages any more.
+unsafe fn free_section(section: &Section) {
+    // SAFETY: the caller's contract; each step undoes one that succeeded (non-null).
+    unsafe {
+        if !section.locked_mdl.is_null() {
+            MmUnlockPages(section.locked_mdl);
+            IoFreeMdl(section.locked_mdl);
+        }
+        if !section.view.is_null() {
+            let _ = MmUnmapViewInSystemSpace(section.view);
+        }
+        if !section.object.is_null() {
+            ObfDereferenceObject(section.object);
+        }
     }
 }
 
@@ -294,16 +370,7 @@ impl Drop for RingMemory {
                 IoFreeMdl(self.composite);
             }
             for section in self.sections.iter().rev() {
-                if !section.locked_mdl.is_null() {
-                    MmUnlockPages(section.locked_mdl);
-                    IoFreeMdl(section.locked_mdl);
-                }
-                if !section.view.is_null() {
-                    let _ = MmUnmapViewInSystemSpace(section.view);
-                }
-                if !section.object.is_null() {
-                    ObfDereferenceObject(section.object);
-                }
+                free_section(section);
             }
             if !self.kernel_mdl.is_null() {
                 IoFreeMdl(self.kernel_mdl);

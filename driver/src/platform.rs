@@ -5,11 +5,12 @@ use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use ringmap_core::abi::{MAX_GENERATOR_PRODUCERS, QueryReply, Status, Wire};
-use ringmap_core::device::{HandleId, Platform, ViewHandles};
+use ringmap_core::device::{HandleId, NewMapping, Platform, ViewHandles};
 use wdk_sys::ntddk::{
     KeDelayExecutionThread, KeGetCurrentIrql, KeLowerIrql, KeQueryPerformanceCounter,
-    KeWaitForSingleObject, KfRaiseIrql, ObOpenObjectByPointer, ObReferenceObjectByHandle,
-    ObfDereferenceObject, PsCreateSystemThread, PsTerminateSystemThread, ZwClose,
+    KeWaitForSingleObject, KfRaiseIrql, ObCloseHandle, ObOpenObjectByPointer,
+    ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsTerminateSystemThread,
+    ZwClose,
 };
 use wdk_sys::{
     _KWAIT_REASON, _MODE, ACCESS_MASK, DISPATCH_LEVEL, HANDLE, KIRQL, KPROCESSOR_MODE,
@@ -18,7 +19,7 @@ use wdk_sys::{
     WDF_NO_OBJECT_ATTRIBUTES, WDFDEVICE, WDFREQUEST, WDFSPINLOCK, call_unsafe_wdf_function_binding,
 };
 
-use crate::memory::{Region, RingMemory};
+use crate::memory::{ConsumerPageSection, Region, RingMemory};
 use crate::requests::{complete, output_buffer};
 
 /// A pending QUERY: the WDF request, made cancelable by `WdfRequestMarkCancelableEx`.
@@ -40,9 +41,9 @@ pub struct KernelPlatform {
     /// The device lock (`WdfSpinLockAcquire` raises to DISPATCH_LEVEL). Its parent is the
     /// driver object; deleted in `drop`.
     lock: WDFSPINLOCK,
-    /// The section objects of the consumer page, the producer page and the data (referenced by
-    /// `RingMemory`, which outlives the platform).
-    sections: [PVOID; 3],
+    /// The section objects of the producer page and the data (referenced by `RingMemory`,
+    /// which outlives the platform).
+    sections: [PVOID; 2],
     /// Performance counter ticks per second.
     frequency: u64,
     producers: [Producer; MAX_GENERATOR_PRODUCERS as usize],
@@ -76,7 +77,6 @@ impl KernelPlatform {
         Ok(KernelPlatform {
             lock,
             sections: [
-                memory.section(Region::ConsumerPage),
                 memory.section(Region::ProducerPage),
                 memory.section(Region::Data),
             ],
@@ -90,15 +90,15 @@ impl KernelPlatform {
         })
     }
 
-    /// Opens a handle to `region`'s section in the current process (the caller's: MAP runs
-    /// in EvtIoInCallerContext), with `access` only.
-    fn open_in_caller(&self, region: Region, access: u32) -> Result<u64, Status> {
+    /// Opens a handle to `section` in the current process (the caller's: MAP runs in
+    /// EvtIoInCallerContext), with `access` only.
+    fn open_in_caller(section: PVOID, access: u32) -> Result<u64, Status> {
         let mut handle: HANDLE = null_mut();
         // SAFETY: a referenced section object; HandleAttributes 0 (no OBJ_KERNEL_HANDLE) puts
         // the handle in the current process's table, as eBPF for Windows does for its rings.
         let status = unsafe {
             ObOpenObjectByPointer(
-                self.sections[region as usize],
+                section,
                 0,
                 null_mut(),
                 access as ACCESS_MASK,
@@ -123,10 +123,17 @@ impl Drop for KernelPlatform {
     }
 }
 
-/// Closes a handle opened by `open_in_caller` (MAP failed after opening it).
+/// Closes a handle opened by `open_in_caller` (MAP failed after opening it). A handle in the
+/// caller's (user-mode) handle table is closed with `ObCloseHandle(.., UserMode)`: `ZwClose`
+/// is for kernel handles.
 fn close_in_caller(handle: u64) {
     // SAFETY: a handle of the current process that we opened in this same request.
-    let _ = unsafe { ZwClose(handle as usize as HANDLE) };
+    let _ = unsafe {
+        ObCloseHandle(
+            handle as usize as HANDLE,
+            _MODE::UserMode as KPROCESSOR_MODE,
+        )
+    };
 }
 
 /// The generator thread's start routine.
@@ -145,6 +152,7 @@ unsafe extern "C" fn producer_main(context: PVOID) {
 // SAFETY: `with_lock` runs its closure under a WDF spin lock, at DISPATCH_LEVEL.
 unsafe impl Platform for KernelPlatform {
     type PendingQuery = PendingRequest;
+    type ConsumerPage = ConsumerPageSection;
 
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         // SAFETY: a valid lock; released below (panics abort, so no unwinding past it).
@@ -179,17 +187,19 @@ unsafe impl Platform for KernelPlatform {
         unsafe { complete(request, status, information) };
     }
 
-    fn map_view(&self, _handle: HandleId) -> Result<ViewHandles, Status> {
+    fn map_view(&self, _handle: HandleId) -> Result<NewMapping<ConsumerPageSection>, Status> {
+        let page = ConsumerPageSection::new().map_err(|_| Status::InsufficientResources)?;
         let read = SECTION_MAP_READ | SECTION_QUERY;
-        let consumer_page = self.open_in_caller(Region::ConsumerPage, read | SECTION_MAP_WRITE)?;
-        let producer_page = match self.open_in_caller(Region::ProducerPage, read) {
-            Ok(handle) => handle,
-            Err(status) => {
-                close_in_caller(consumer_page);
-                return Err(status);
-            }
-        };
-        let data = match self.open_in_caller(Region::Data, read) {
+        let consumer_page = Self::open_in_caller(page.section(), read | SECTION_MAP_WRITE)?;
+        let producer_page =
+            match Self::open_in_caller(self.sections[Region::ProducerPage as usize], read) {
+                Ok(handle) => handle,
+                Err(status) => {
+                    close_in_caller(consumer_page);
+                    return Err(status);
+                }
+            };
+        let data = match Self::open_in_caller(self.sections[Region::Data as usize], read) {
             Ok(handle) => handle,
             Err(status) => {
                 close_in_caller(producer_page);
@@ -197,17 +207,22 @@ unsafe impl Platform for KernelPlatform {
                 return Err(status);
             }
         };
-        Ok(ViewHandles {
-            consumer_page,
-            producer_page,
-            data,
+        Ok(NewMapping {
+            handles: ViewHandles {
+                consumer_page,
+                producer_page,
+                data,
+            },
+            page_address: page.address(),
+            page,
         })
     }
 
-    fn unmap_view(&self, _handle: HandleId) {
-        // The views and handles belong to the client's process (UnmapViewOfFile/CloseHandle in
-        // the client library, or process exit): the kernel has nothing to undo. The mapping
-        // slot is released by the core.
+    fn unmap_view(&self, _handle: HandleId, page: ConsumerPageSection) {
+        // The device no longer reads the page: the kernel's side of it goes. The client's
+        // views and handles belong to its process (UnmapViewOfFile/CloseHandle in the client
+        // library, or process exit); whatever it writes there reaches nobody.
+        drop(page);
     }
 
     fn now_ns(&self) -> u64 {
