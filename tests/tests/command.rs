@@ -613,3 +613,54 @@ fn write_raw_takes_nul_separated_records_byte_for_byte() {
         );
     }
 }
+
+// ---- tail: text output ---------------------------------------------------------------------
+
+#[test]
+fn tail_text_keeps_every_record_on_one_line() {
+    if !usersim() {
+        return;
+    }
+    let server = TestDevice::start(64 << 10);
+    let output = run_with_input(
+        server.socket(),
+        &["write", "-0"],
+        b"one\ntwo\x00back\\slash",
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = run(server.socket(), &["tail", "--format", "text"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(text(&output.stdout), "one\\ntwo\nback\\\\slash\n");
+}
+
+#[test]
+fn tail_text_on_a_terminal_escapes_control_bytes() {
+    if !usersim() {
+        return;
+    }
+    // `script` runs the command with a pseudo-terminal as its standard output.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed, and it provides the terminal");
+        return;
+    }
+    let server = TestDevice::start(64 << 10);
+    let output = run_with_input(server.socket(), &["write"], b"hide\x1b[?25lcursor\x07\n");
+    assert!(output.status.success(), "{}", describe(&output));
+    let command = format!(
+        "'{}' --socket '{}' tail --format text",
+        ringmap_binary().display(),
+        server.socket().expect("usersim").display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    assert!(output.status.success(), "{}", describe(&output));
+    let shown = text(&output.stdout);
+    assert!(
+        !shown.contains('\x1b') && !shown.contains('\x07'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("hide\\x1b[?25lcursor\\x07"), "{shown:?}");
+}
