@@ -1,6 +1,7 @@
 //! `ringmap demo`: a usersim device in this process, its generator threads producing, and
 //! this thread consuming every record through the mapping and checking it.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,7 @@ use ringmap_core::abi::{MAX_GENERATOR_PRODUCERS, MIN_GENERATED_PAYLOAD, generate
 
 use super::{
     CliError, CliResult, EXIT_INTERRUPTED, EXIT_RECORDS_WRONG, errln, format_us, max_payload,
-    monotonic_ns, outln, parse_capacity, percentile_us,
+    monotonic_ns, parse_capacity, percentile_us,
 };
 
 /// Options of `ringmap demo`; every one has a default.
@@ -266,43 +267,59 @@ fn consume(device: &Device, args: &Args, interrupted: &AtomicBool) -> CliResult 
     }
     tally.latencies_ns.sort_unstable();
     let rate = tally.records as f64 / elapsed.as_secs_f64().max(1e-9);
+    let mut summary = String::new();
+    let mut line = |name: &str, value: &dyn std::fmt::Display| {
+        summary.push_str(&format!("{name}: {value}\n"));
+    };
     if interrupted {
-        outln!("interrupted: yes")?;
+        line("interrupted", &"yes");
     }
-    outln!("records: {}", tally.records)?;
-    outln!("bytes: {}", tally.bytes)?;
-    outln!("seconds: {:.3}", elapsed.as_secs_f64())?;
-    outln!("records/s: {rate:.0}")?;
-    outln!("dropped: {}", stats.dropped - dropped_before)?;
-    outln!("lost: {}", tally.lost)?;
-    outln!("duplicates: {}", tally.duplicates)?;
-    outln!("malformed: {}", tally.malformed)?;
-    outln!("wakeups: {}", tally.wakeups)?;
-    outln!(
-        "wake latency p50: {}",
-        format_us(percentile_us(&tally.latencies_ns, 50.0))
-    )?;
-    outln!(
-        "wake latency p99: {}",
-        format_us(percentile_us(&tally.latencies_ns, 99.0))
-    )?;
-    if tally.lost > 0 || tally.duplicates > 0 || tally.malformed > 0 {
+    line("records", &tally.records);
+    line("bytes", &tally.bytes);
+    line("seconds", &format_args!("{:.3}", elapsed.as_secs_f64()));
+    line("records/s", &format_args!("{rate:.0}"));
+    line("dropped", &(stats.dropped - dropped_before));
+    line("lost", &tally.lost);
+    line("duplicates", &tally.duplicates);
+    line("malformed", &tally.malformed);
+    line("wakeups", &tally.wakeups);
+    let p50 = format_us(percentile_us(&tally.latencies_ns, 50.0));
+    line("wake latency p50", &p50);
+    let p99 = format_us(percentile_us(&tally.latencies_ns, 99.0));
+    line("wake latency p99", &p99);
+    let code = exit_code(&tally, interrupted);
+    match std::io::stdout().write_all(summary.as_bytes()) {
+        // Nobody reads the summary (`| head -1`): the status still says how the run went.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        result => result?,
+    }
+    if code == EXIT_RECORDS_WRONG {
         errln!(
             "ringmap: the consumer saw {} lost, {} duplicated or reordered and {} malformed records.",
             tally.lost,
             tally.duplicates,
             tally.malformed
         );
-        return Ok(EXIT_RECORDS_WRONG);
-    }
-    if interrupted {
+    } else if code == EXIT_INTERRUPTED {
         errln!(
             "ringmap: interrupted after {} of {total} records; the summary covers those.",
             tally.records
         );
-        return Ok(EXIT_INTERRUPTED);
     }
-    Ok(0)
+    Ok(code)
+}
+
+/// The demo's exit status: [`EXIT_RECORDS_WRONG`] if a record was lost, duplicated,
+/// reordered or malformed (even when interrupted), else [`EXIT_INTERRUPTED`] if it was
+/// interrupted, else 0.
+fn exit_code(tally: &Tally, interrupted: bool) -> u8 {
+    if tally.lost > 0 || tally.duplicates > 0 || tally.malformed > 0 {
+        EXIT_RECORDS_WRONG
+    } else if interrupted {
+        EXIT_INTERRUPTED
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +345,22 @@ mod tests {
         assert_eq!(tally.records, 6);
         tally.record(&record(7, 0));
         assert_eq!(tally.malformed, 1);
+    }
+
+    #[test]
+    fn lost_or_duplicated_records_have_their_own_exit_status() {
+        let mut tally = Tally::new(1);
+        tally.record(&record(0, 0));
+        assert_eq!(exit_code(&tally, false), 0);
+        assert_eq!(exit_code(&tally, true), EXIT_INTERRUPTED);
+        tally.record(&record(0, 0));
+        assert_eq!(tally.duplicates, 1);
+        assert_eq!(exit_code(&tally, false), EXIT_RECORDS_WRONG);
+        assert_eq!(exit_code(&tally, true), EXIT_RECORDS_WRONG);
+        let mut gap = Tally::new(1);
+        gap.record(&record(0, 1));
+        assert_eq!(exit_code(&gap, false), EXIT_RECORDS_WRONG);
+        assert_eq!((EXIT_RECORDS_WRONG, super::super::EXIT_USAGE), (3, 2));
     }
 
     #[test]
