@@ -479,6 +479,24 @@ fn bench_refuses_a_socket_path_that_exists() {
 }
 
 #[test]
+fn demo_refuses_a_socket_path_that_is_not_a_socket() {
+    if !usersim() {
+        return;
+    }
+    let dir = TempDir::new("demo-file");
+    let path = dir.path().join("precious");
+    std::fs::write(&path, b"keep me").expect("write a file");
+    let output = run(Some(&path), &["demo", "--records", "10"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        text(&output.stderr).contains("is not a socket"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(std::fs::read(&path).expect("still there"), b"keep me");
+}
+
+#[test]
 fn bench_listens_at_socket_and_removes_it() {
     if !usersim() {
         return;

@@ -154,7 +154,18 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
         // when the server and the directory are dropped, on every way out of here.
         let dir;
         let path = match socket {
-            Some(path) => path.to_path_buf(),
+            Some(path) => {
+                use std::os::unix::fs::FileTypeExt;
+                // A stale socket is replaced and a live one refused when listening; anything
+                // else at PATH is not ours to touch.
+                if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_socket()) {
+                    return Err(CliError::msg(format!(
+                        "{} exists and is not a socket: `ringmap demo` listens at --socket, so name a path where nothing is.",
+                        path.display()
+                    )));
+                }
+                path.to_path_buf()
+            }
             None => {
                 dir = super::TempDir::new("ringmap-demo")?;
                 dir.path().join("ringmap.sock")

@@ -226,7 +226,7 @@ pub fn open_device(socket: Option<&Path>) -> Result<Device, CliError> {
     }
     #[cfg(not(unix))]
     if socket.is_some() {
-        return Err(CliError::msg(
+        return Err(CliError::usage(
             "--socket names a usersim device, which runs on Linux; on Windows leave it out to open the installed driver.",
         ));
     }
