@@ -218,6 +218,33 @@ pub fn status_sentence(status: Status) -> String {
     format!("{what} ({}).", status.name())
 }
 
+/// Whether standard output is a pipe (or socket) whose reader has gone, found without
+/// writing: for a command that waits idle (`ringmap tail -f | head -2`), which would
+/// otherwise notice only at its next record. `false` when unknown.
+#[expect(
+    dead_code,
+    reason = "for the idle wait of tail's consume loop, which is being rewritten"
+)]
+pub fn stdout_closed() -> bool {
+    #[cfg(target_os = "linux")]
+    return output_closed(std::io::stdout());
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// Whether the write end `fd` of a pipe or socket reports its reader gone (POLLERR/POLLHUP).
+#[cfg(target_os = "linux")]
+fn output_closed(fd: impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(1))
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+}
+
 /// Opens the device: the usersim socket given, or the default device.
 pub fn open_device(socket: Option<&Path>) -> Result<Device, CliError> {
     #[cfg(unix)]
@@ -446,6 +473,15 @@ mod tests {
                 "{refused}: {error}"
             );
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pipe_whose_reader_is_gone_is_found_closed_without_writing() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        assert!(!output_closed(&writer));
+        drop(reader);
+        assert!(output_closed(&writer));
     }
 
     #[test]
