@@ -135,7 +135,8 @@ pub enum Status {
     Success = 0,
     /// `STATUS_PENDING`: the reply comes later.
     Pending = 0x0000_0103,
-    /// `STATUS_DEVICE_BUSY`: another QUERY is pending on the ring.
+    /// `STATUS_DEVICE_BUSY`: another QUERY is pending on the ring, or GENERATE stop while
+    /// a start or another stop is under way.
     DeviceBusy = 0x8000_0011,
     /// `STATUS_ACCESS_DENIED`: a QUERY from a handle that does not hold the ring's mapping
     /// (only the mapping may move the consumer position). Nothing changed.
@@ -152,7 +153,8 @@ pub enum Status {
     InsufficientResources = 0xC000_009A,
     /// `STATUS_CANCELLED`: the pending QUERY was cancelled or its handle closed.
     Cancelled = 0xC000_0120,
-    /// `STATUS_INVALID_DEVICE_STATE`: UNMAP without a mapping, GENERATE stop when stopped.
+    /// `STATUS_INVALID_DEVICE_STATE`: UNMAP without a mapping, GENERATE start while the
+    /// generator runs or is being stopped.
     InvalidDeviceState = 0xC000_0184,
 }
 

@@ -196,9 +196,10 @@ unsafe impl<P: Platform> Sync for DeviceCore<P> {}
 /// The generator's settings and state, written by GENERATE while it is stopped.
 #[derive(Default)]
 struct Generator {
-    /// Producers started by the last GENERATE start, until GENERATE stop: the claim that
-    /// keeps a second start out while threads may still need joining.
-    running: AtomicU32,
+    /// Who owns the generator: [`IDLE`], [`STARTING`], [`RUNNING`] or [`STOPPING`]. A start
+    /// or a stop claims it with a compare-exchange, so that exactly one caller writes the
+    /// settings, resets `stop` or joins the threads at a time.
+    state: AtomicU32,
     /// Producer threads still producing (a counted run ends by itself).
     active: AtomicU32,
     stop: AtomicBool,
@@ -206,6 +207,15 @@ struct Generator {
     records_per_second: AtomicU64,
     count: AtomicU64,
 }
+
+/// [`Generator::state`]: no generator threads to join; a start may claim it.
+const IDLE: u32 = 0;
+/// A GENERATE start owns the generator: it writes the settings and starts the threads.
+const STARTING: u32 = 1;
+/// Threads were started (a counted run's threads may all have finished since).
+const RUNNING: u32 = 2;
+/// A stop owns the generator: it joins the threads; starts and other stops are refused.
+const STOPPING: u32 = 3;
 
 impl<P: Platform> DeviceCore<P> {
     /// Runs `f` on the locked state, under the platform's lock.
@@ -584,14 +594,7 @@ impl<P: Platform> Device<P> {
                 if padded_size(request.payload_size) > self.ring.capacity().as_u64() {
                     return Err(Status::InvalidParameter);
                 }
-                // Claim the generator: only one GENERATE start wins.
-                if generator
-                    .running
-                    .compare_exchange(0, request.producers, Acquire, Relaxed)
-                    .is_err()
-                {
-                    return Err(Status::InvalidDeviceState);
-                }
+                self.claim_start()?;
                 generator.stop.store(false, Relaxed);
                 generator.payload_size.store(request.payload_size, Relaxed);
                 generator
@@ -606,15 +609,28 @@ impl<P: Platform> Device<P> {
                     generator.stop.store(true, Relaxed);
                     self.core().platform.join_producers();
                     generator.active.store(0, Relaxed);
-                    generator.running.store(0, Release);
+                    // Release: the next owner, which claims with Acquire, sees the threads
+                    // joined and the words above written.
+                    generator.state.store(IDLE, Release);
                     return Err(status);
                 }
+                // Release: a stop that claims RUNNING with Acquire sees the settings and the
+                // threads' start (it joins them).
+                generator.state.store(RUNNING, Release);
             }
             GenerateAction::Stop => {
-                if generator.running.load(Acquire) == 0 {
-                    return Err(Status::InvalidDeviceState);
+                // Acquire on success: the stop sees the start's writes (its threads are in the
+                // platform's list to join); the failure orderings only pick the answer.
+                match generator
+                    .state
+                    .compare_exchange(RUNNING, STOPPING, Acquire, Acquire)
+                {
+                    Ok(_) => self.join_claimed(),
+                    // Stopped already: nothing to do, and stopping is idempotent.
+                    Err(IDLE) => {}
+                    // A start or another stop is under way: this one neither joins nor waits.
+                    Err(_) => return Err(Status::DeviceBusy),
                 }
-                self.stop_generator();
             }
         }
         let reply = GenerateReply {
@@ -624,13 +640,77 @@ impl<P: Platform> Device<P> {
         Ok(Outcome::Done(reply.write_to(output)?))
     }
 
-    /// Stops the generator, if it runs, and waits for its threads (device removal, GENERATE
-    /// stop).
-    pub fn stop_generator(&self) {
+    /// Makes this GENERATE start the generator's owner ([`STARTING`]): from [`IDLE`], or from
+    /// [`RUNNING`] once every thread of a counted run has finished (they are joined first).
+    /// A generator still producing, or one being started or stopped, is refused.
+    fn claim_start(&self) -> Result<(), Status> {
+        let generator = &self.core().generator;
+        // Acquire on success: the previous owner's release (threads joined, words written)
+        // comes before this start's writes. The failure ordering only picks the answer.
+        match generator
+            .state
+            .compare_exchange(IDLE, STARTING, Acquire, Relaxed)
+        {
+            Ok(_) => return Ok(()),
+            Err(RUNNING) => {}
+            Err(_) => return Err(Status::InvalidDeviceState),
+        }
+        // RUNNING: a counted run may have ended by itself. `active` only falls while RUNNING;
+        // the first load spares a running generator the claim below.
+        if generator.active.load(Relaxed) != 0 {
+            return Err(Status::InvalidDeviceState);
+        }
+        // Claim the finished run as a stop would (Acquire as there), so that no stop joins
+        // and no other start resets `stop` meanwhile.
+        if generator
+            .state
+            .compare_exchange(RUNNING, STOPPING, Acquire, Relaxed)
+            .is_err()
+        {
+            return Err(Status::InvalidDeviceState);
+        }
+        // Checked again now that it is ours: between the first load and the claim, a stop
+        // and a new start may have run (the RUNNING claimed is then a new, producing run).
+        if generator.active.load(Relaxed) != 0 {
+            // Release: hands the run back as it was, to the next claimer's Acquire.
+            generator.state.store(RUNNING, Release);
+            return Err(Status::InvalidDeviceState);
+        }
+        generator.stop.store(true, Relaxed);
+        self.core().platform.join_producers();
+        // Still owned: STOPPING becomes STARTING without a window for anyone else (only the
+        // owner writes the state outside a compare-exchange).
+        generator.state.store(STARTING, Relaxed);
+        Ok(())
+    }
+
+    /// Joins the generator's threads, which this caller claimed ([`STOPPING`]), and frees it.
+    fn join_claimed(&self) {
         let generator = &self.core().generator;
         generator.stop.store(true, Relaxed);
         self.core().platform.join_producers();
-        generator.running.store(0, Release);
+        // Every thread has returned: none is producing (a start that failed half-way set
+        // `active` to threads that never ran).
+        generator.active.store(0, Relaxed);
+        // Release: the next owner, which claims with Acquire, sees the threads joined.
+        generator.state.store(IDLE, Release);
+    }
+
+    /// Stops the generator, if it runs, and waits for its threads (device removal, or a host
+    /// whose thread start failed). Only a running generator is joined here: during a GENERATE
+    /// start this sets `stop` and leaves the joining to that start's failure path; a GENERATE
+    /// stop under way joins by itself (removal comes after every request has ended).
+    pub fn stop_generator(&self) {
+        let generator = &self.core().generator;
+        generator.stop.store(true, Relaxed);
+        // Acquire on success, as GENERATE stop's claim; a failure changes nothing.
+        if generator
+            .state
+            .compare_exchange(RUNNING, STOPPING, Acquire, Relaxed)
+            .is_ok()
+        {
+            self.join_claimed();
+        }
     }
 
     /// The body of generator thread `producer`: submits records until it has submitted

@@ -1,6 +1,6 @@
 //! Unit tests of the device logic against a test platform.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
@@ -21,6 +21,10 @@ struct TestPlatform {
     /// Every consumer page made, in order: a test may keep writing an old one, as a former
     /// consumer's process may.
     pages: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Calls of `join_producers` so far.
+    joins: AtomicU32,
+    /// While set, the first `join_producers` waits (a stop that is still joining).
+    hold_first_join: AtomicBool,
 }
 
 // SAFETY: `with_lock` runs its closure under a mutex.
@@ -58,7 +62,14 @@ unsafe impl Platform for TestPlatform {
         self.started.lock().unwrap().push(producers);
         Ok(())
     }
-    fn join_producers(&self) {}
+    fn join_producers(&self) {
+        // SeqCst: a test flag and counter, read by the test thread that watches this one.
+        if self.joins.fetch_add(1, Ordering::SeqCst) == 0 {
+            while self.hold_first_join.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        }
+    }
     fn sleep_ns(&self, _ns: u64) {}
 }
 
@@ -356,17 +367,6 @@ fn bad_requests_get_their_status_and_change_nothing() {
         .0,
         Err(Status::InvalidParameter)
     );
-    assert_eq!(
-        call(
-            &device,
-            A,
-            Request::Generate,
-            GenerateRequest::stop().as_bytes(),
-            0
-        )
-        .0,
-        Err(Status::InvalidDeviceState)
-    );
     let after = stats(&device);
     assert_eq!(
         (
@@ -564,4 +564,94 @@ fn a_closed_consumer_hands_over_its_unreturned_records_to_the_next() {
     let stats = stats(&device);
     assert_eq!((stats.mapped, stats.redelivered), (0, 2));
     assert_eq!(map(&device, B).consumer_offset, 16);
+}
+
+fn generate(device: &Device<TestPlatform>, request: GenerateRequest) -> Result<u32, Status> {
+    let (result, output) = call(device, A, Request::Generate, request.as_bytes(), 0);
+    result.map(|outcome| {
+        assert_eq!(outcome, Outcome::Done(8));
+        u32::from_le_bytes(output[4..8].try_into().unwrap())
+    })
+}
+
+#[test]
+fn stop_with_nothing_running_succeeds_with_no_producers() {
+    let (device, _heap, _consumer) = device();
+    assert_eq!(generate(&device, GenerateRequest::stop()), Ok(0));
+    assert_eq!(generate(&device, GenerateRequest::stop()), Ok(0));
+    assert_eq!(device.platform().joins.load(Ordering::SeqCst), 0);
+    generate(&device, GenerateRequest::start(1, 24, 0, 0)).unwrap();
+    assert_eq!(generate(&device, GenerateRequest::stop()), Ok(0));
+    assert_eq!(
+        generate(&device, GenerateRequest::stop()),
+        Ok(0),
+        "idempotent"
+    );
+    assert_eq!(device.platform().joins.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_start_after_a_counted_run_that_finished_joins_it_and_starts() {
+    let (device, _heap, _consumer) = device();
+    generate(&device, GenerateRequest::start(2, 24, 0, 3)).unwrap();
+    device.run_producer(0);
+    assert_eq!(
+        generate(&device, GenerateRequest::start(1, 24, 0, 3)),
+        Err(Status::InvalidDeviceState),
+        "one producer still produces"
+    );
+    assert_eq!(device.platform().joins.load(Ordering::SeqCst), 0);
+    device.run_producer(1);
+    assert_eq!(stats(&device).generator_producers, 0);
+    assert_eq!(
+        generate(&device, GenerateRequest::start(1, 24, 0, 3)),
+        Ok(1)
+    );
+    assert_eq!(
+        device.platform().joins.load(Ordering::SeqCst),
+        1,
+        "the finished threads are joined before new ones start"
+    );
+    assert_eq!(*device.platform().started.lock().unwrap(), [2, 1]);
+    device.run_producer(0);
+    assert_eq!(stats(&device).produced, 9);
+}
+
+#[test]
+fn while_a_stop_joins_a_start_is_refused_and_a_second_stop_does_not_join() {
+    let (device, _heap, _consumer) = device();
+    let device = Arc::new(device);
+    generate(&device, GenerateRequest::start(2, 24, 0, 0)).unwrap();
+    device
+        .platform()
+        .hold_first_join
+        .store(true, Ordering::SeqCst);
+    let stopper = {
+        let device = Arc::clone(&device);
+        std::thread::spawn(move || generate(&device, GenerateRequest::stop()))
+    };
+    while device.platform().joins.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    // The first stop is joining.
+    assert_eq!(
+        generate(&device, GenerateRequest::stop()),
+        Err(Status::DeviceBusy)
+    );
+    assert_eq!(
+        generate(&device, GenerateRequest::start(1, 24, 0, 0)),
+        Err(Status::InvalidDeviceState)
+    );
+    assert_eq!(device.platform().joins.load(Ordering::SeqCst), 1);
+    assert_eq!(*device.platform().started.lock().unwrap(), [2]);
+    device
+        .platform()
+        .hold_first_join
+        .store(false, Ordering::SeqCst);
+    assert_eq!(stopper.join().unwrap(), Ok(0));
+    assert_eq!(
+        generate(&device, GenerateRequest::start(1, 24, 0, 0)),
+        Ok(1)
+    );
+    assert_eq!(*device.platform().started.lock().unwrap(), [2, 1]);
 }

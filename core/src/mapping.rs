@@ -8,16 +8,17 @@
 //! offset, the last walk of a mapping that ends — enters the gate first:
 //!
 //! ```text
-//! enter(g):  walkers += 1;  if attached != g { walkers -= 1; skip }   (SeqCst both)
+//! enter(g):  walkers += 1;  SeqCst fence;  if attached != g { walkers -= 1; skip }
 //!            ... load the hint, walk, compare-exchange the validated offset ...
 //! exit:      walkers -= 1
 //! ```
 //!
 //! A mapping ends ([`Ring::retire_consumer_page`]) with one last walk from its page, then
-//! `attached := 0`, then a wait until `walkers == 0`, and only then reads the validated offset
-//! as its final offset. Either a walker sees `attached` change and skips, or the retirer sees
-//! the walker in the gate and waits for it (the store-then-load pair of each side is SeqCst, so
-//! one of them sees the other's store). So once retire returns, no walk that read the old page
+//! `attached := 0`, a SeqCst fence, then a wait until `walkers == 0`, and only then reads the
+//! validated offset as its final offset. Either a walker sees `attached` change and skips, or
+//! the retirer sees the walker in the gate and waits for it (each side stores, fences with
+//! SeqCst, then loads what the other stores, so one of them sees the other's store; loom
+//! models SeqCst fences, not SeqCst accesses, which is why the pair is built from fences). So once retire returns, no walk that read the old page
 //! or a hint of the old mapping is still in flight, the old page is never read again (the host
 //! may free its side of it), and the validated offset does not move until the next mapping is
 //! attached. The next consumer starts exactly there: the TLA+ model `ConsumerHandover` checks
@@ -26,7 +27,7 @@
 use crate::layout::ConsumerPage;
 use crate::producer::{Hooks, Ring};
 use crate::record::{HeaderState, decode, padded_size};
-use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, Ordering, fence};
 
 /// Which mapping is attached, its page, and the walks in the gate. In the kernel page.
 #[derive(Debug, Default)]
@@ -92,12 +93,14 @@ impl<H: Hooks> Ring<H> {
     /// Enters the hint gate, if it admits a walk for `admit`.
     pub(crate) fn enter_hint_walk(&self, admit: Admit) -> Option<InGate<'_>> {
         let gate = self.gate();
-        // SeqCst: the walker's store (this increment) then load (`attached`), against the
-        // retirer's store (`attached`) then load (`walkers`): one sees the other's store.
-        gate.walkers.fetch_add(1, Ordering::SeqCst);
-        // SeqCst: see above. It also acquires the attach's SeqCst store of `attached`, which
-        // comes after its store of the page and of the page's first value.
-        let attached = gate.attached.load(Ordering::SeqCst);
+        // Relaxed, then the SeqCst fence: the walker's store (this increment) then load
+        // (`attached`), against the retirer's store (`attached`), its SeqCst fence and its load
+        // (`walkers`): with a SeqCst fence between each pair, one side sees the other's store.
+        gate.walkers.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the attach's release store of `attached`, which comes after its
+        // stores of the page and of the page's first value.
+        let attached = gate.attached.load(Ordering::Acquire);
         let admitted = match admit {
             Admit::Attached => attached != 0,
             Admit::Generation(generation) => attached == generation && generation != 0,
@@ -136,11 +139,10 @@ impl<H: Hooks> Ring<H> {
         // Relaxed: only attach (serialised by the caller) touches it.
         let generation = gate.last_generation.load(Ordering::Relaxed) + 1;
         gate.last_generation.store(generation, Ordering::Relaxed);
-        // Relaxed: published by the SeqCst store below.
+        // Relaxed: published by the release store below.
         gate.page.store(page, Ordering::Relaxed);
-        // SeqCst: a release of the page and its first value to walkers that load it; and one
-        // total order with the retirement's accesses.
-        gate.attached.store(generation, Ordering::SeqCst);
+        // Release: the page and its first value, to walkers that acquire `attached`.
+        gate.attached.store(generation, Ordering::Release);
         (generation, start)
     }
 
@@ -157,15 +159,18 @@ impl<H: Hooks> Ring<H> {
             let hint = walk.page_value(Ordering::Acquire);
             self.advance_consumer_offset(hint);
             drop(walk);
-            // SeqCst: the retirer's store of the store-then-load pair (module comment).
+            // Relaxed: the retirer's store of the store-then-load pair; the SeqCst fence
+            // below orders it before the load of `walkers` (module comment).
             let _ =
                 gate.attached
-                    .compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
+                    .compare_exchange(generation, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
+        // SeqCst fence: see `enter_hint_walk`.
+        fence(Ordering::SeqCst);
         let mut spins = 0u32;
-        // SeqCst: the retirer's load of the pair; it also acquires each walker's release
-        // decrement, so their walks happen before we read the final offset below.
-        while gate.walkers.load(Ordering::SeqCst) != 0 {
+        // Acquire: pairs with each walker's release decrement (the decrements form one
+        // release sequence), so their walks happen before we read the final offset below.
+        while gate.walkers.load(Ordering::Acquire) != 0 {
             self.hooks().relax(spins);
             spins = spins.wrapping_add(1);
         }

@@ -39,7 +39,7 @@ fn loom_two_producers_publish_in_reservation_order() {
         let mut seen = Vec::new();
         for _ in 0..2 {
             for record in &consumer.batch() {
-                assert!(record == [1; 8] || record == [2; 8], "{record:?}");
+                assert!(*record == [1; 8] || *record == [2; 8], "{record:?}");
                 seen.push(record[0]);
             }
         }
@@ -102,7 +102,7 @@ fn loom_locked_bit_hides_a_record_being_written() {
         for _ in 0..2 {
             let batch = consumer.batch();
             for record in &batch {
-                assert_eq!(record, [7; 16]);
+                assert_eq!(*record, [7; 16]);
             }
         }
         producer.join().unwrap();
@@ -139,7 +139,7 @@ fn loom_space_returned_by_the_consumer_versus_a_reserve() {
         let reserved = producer.join().unwrap();
         assert_eq!(ring.dropped(), u64::from(!reserved));
         if reserved {
-            assert_eq!(consumer.batch().iter().next().unwrap(), [9; 8]);
+            assert_eq!(*consumer.batch().iter().next().unwrap(), [9; 8]);
         }
     });
 }
@@ -306,5 +306,44 @@ fn loom_query_armed_on_a_head_whose_slot_is_reused_is_still_woken() {
         producer.join().unwrap();
         let slot = ring.hooks().slot.lock().unwrap();
         assert_eq!(slot.completed, 1, "a committed head completes the query");
+    });
+}
+
+/// MAP against a producer's page walk (issue 8's takeover race, `ConsumerHandover.tla`'s
+/// `buggy_map_without_drain`): consumer A has returned the whole ring in its page; a producer
+/// finds the ring full and walks from A's page while A's mapping ends (A's process writes
+/// something else into its page meanwhile) and B's begins. B must start exactly at the
+/// validated offset, and everything it returns must be what B itself read.
+#[test]
+fn loom_a_new_mapping_never_starts_behind_a_producers_walk() {
+    model(|| {
+        let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
+        for id in 0..4 {
+            ring.write(&[id; 8]).unwrap(); // 4 records of 16 bytes: full
+        }
+        assert_eq!(consumer.consume(|_| ()), 4); // A's page says 64; nothing walked yet
+        assert_eq!(ring.validated_consumer_offset(), 0);
+        let ring = Arc::new(ring);
+        let producer = {
+            let ring = ring.clone();
+            // Looks full: walks from A's page (or B's, if B is attached by then).
+            thread::spawn(move || ring.write(&[9; 8]).is_ok())
+        };
+        // A's process goes back on its word before its mapping ends (hostile, or torn).
+        ring.hostile_store_consumer_page(16);
+        let (mut b, _stale, retired) = ring.remap(consumer);
+        let wrote = producer.join().unwrap();
+        assert_eq!(b.position(), retired.final_offset);
+        assert!(
+            ring.validated_consumer_offset() <= b.position(),
+            "B starts behind the validated offset: {} < {}",
+            b.position(),
+            ring.validated_consumer_offset()
+        );
+        // B reads on from its start without a torn record: what it sees is whole.
+        for record in &b.batch() {
+            assert!(record.len() == 8 && record[0] < 10, "{record:?}");
+        }
+        let _ = wrote;
     });
 }

@@ -471,7 +471,7 @@ fn request_and_reply_sizes_are_fixed() {
     check::<QueryReply>(32);
     check::<WriteRequest>(16);
     check::<WriteReply>(16);
-    check::<StatsReply>(96);
+    check::<StatsReply>(104);
     check::<GenerateRequest>(32);
     check::<GenerateReply>(8);
     // The driver's local reply and input buffers are sized from these same structs.

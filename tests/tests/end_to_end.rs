@@ -691,13 +691,6 @@ fn malformed_requests_get_their_status_and_change_nothing() {
             Status::BufferTooSmall,
         ),
         (
-            "GENERATE stop when stopped",
-            Request::Generate as u32,
-            Generate::stop().as_bytes().to_vec(),
-            8,
-            Status::InvalidDeviceState,
-        ),
-        (
             "unknown code 6",
             6,
             empty.clone(),

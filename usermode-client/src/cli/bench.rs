@@ -11,7 +11,7 @@ use ringmap_client::{Device, GenerateRequest, Mapping};
 use ringmap_core::abi::generated;
 use ringmap_core::{Capacity, HeapRing, ReserveError};
 
-use super::{CliError, CliResult, format_us, monotonic_ns, parse_size, percentile_us};
+use super::{CliError, CliResult, format_us, monotonic_ns, outln, parse_capacity, percentile_us};
 
 /// Options of `ringmap bench`.
 #[derive(clap::Args, Debug)]
@@ -22,8 +22,9 @@ pub struct Args {
     /// Wake-ups to measure for each of the device and the pipe.
     #[arg(long, default_value_t = 2000, value_name = "N")]
     wakeups: u64,
-    /// The ring's data capacity, for the device and the in-process ring.
-    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "BYTES")]
+    /// The ring's data capacity, for the device and the in-process ring: a power of two
+    /// from 4K to 1G.
+    #[arg(long, default_value = "1M", value_parser = parse_capacity, value_name = "BYTES")]
     capacity: u64,
     /// Repetitions of each throughput case (interleaved; the median is shown).
     #[arg(long, default_value_t = 5, value_name = "N")]
@@ -34,31 +35,51 @@ pub struct Args {
     in_process: bool,
 }
 
-pub fn run(args: Args) -> CliResult {
-    let capacity = Capacity::new(args.capacity).map_err(|_| {
-        CliError::msg("--capacity must be a power of two of at least a page (4096 bytes).")
-    })?;
+pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
+    let capacity = Capacity::new(args.capacity).map_err(|e| CliError::usage(format!("{e}.")))?;
     if args.records < 16 || args.wakeups == 0 || args.reps == 0 {
-        return Err(CliError::msg(
+        return Err(CliError::usage(
             "--records must be at least 16, and --wakeups and --reps at least 1.",
         ));
     }
     #[cfg(target_os = "linux")]
-    let dir = super::TempDir::new("ringmap-bench")?;
+    let dir;
     #[cfg(target_os = "linux")]
     let (device, _host) = {
-        let socket = dir.path().join("ringmap.sock");
+        // Our own directory for the socket, unless --socket names where to listen.
+        let path = match socket {
+            Some(path) => {
+                if std::fs::symlink_metadata(path).is_ok() {
+                    return Err(CliError::msg(format!(
+                        "{} exists already: `ringmap bench` starts its own device and listens at --socket, so name a path where nothing is.",
+                        path.display()
+                    )));
+                }
+                path.to_path_buf()
+            }
+            None => {
+                dir = super::TempDir::new("ringmap-bench")?;
+                dir.path().join("ringmap.sock")
+            }
+        };
         if args.in_process {
-            let server = super::serve::start(&socket, args.capacity)?;
-            (Device::open_at(&socket)?, Host::InProcess(server))
+            let server = super::serve::start(&path, args.capacity)?;
+            (Device::open_at(&path)?, Host::InProcess(server))
         } else {
-            let child = ChildServer::spawn(&socket, args.capacity)?;
-            (Device::open_at(&socket)?, Host::Child(child))
+            let child = ChildServer::spawn(&path, args.capacity)?;
+            (Device::open_at(&path)?, Host::Child(child))
         }
     };
     #[cfg(not(target_os = "linux"))]
-    let device = Device::open()?;
-    println!(
+    let device = {
+        if socket.is_some() {
+            return Err(CliError::usage(
+                "--socket names a usersim device, which runs on Linux; on Windows the bench uses the installed driver.",
+            ));
+        }
+        Device::open()?
+    };
+    outln!(
         "device: {}",
         if cfg!(target_os = "linux") {
             if args.in_process {
@@ -69,7 +90,7 @@ pub fn run(args: Args) -> CliResult {
         } else {
             "the installed driver"
         }
-    );
+    )?;
     let mut mapping = device.map()?;
     if mapping.capacity() != capacity.as_u64() {
         return Err(CliError::msg(format!(
@@ -79,15 +100,19 @@ pub fn run(args: Args) -> CliResult {
             mapping.capacity()
         )));
     }
-    println!(
+    outln!(
         "throughput: one producer, one consumer, {} byte ring; median of {} interleaved reps (ratio: median of the per-rep ratios)",
         capacity.as_u64(),
         args.reps
-    );
-    println!(
+    )?;
+    outln!(
         "{:<10} {:>16} {:>16} {:>8} {:>14}",
-        "payload", "device rec/s", "in-process rec/s", "ratio", "device drops"
-    );
+        "payload",
+        "device rec/s",
+        "in-process rec/s",
+        "ratio",
+        "device drops"
+    )?;
     for payload in [8u32, 4096] {
         let records = if payload == 8 {
             args.records
@@ -107,22 +132,22 @@ pub fn run(args: Args) -> CliResult {
             core_rates.push(core_rate);
             ratios.push(device_rate / core_rate);
         }
-        println!(
+        outln!(
             "{:<10} {:>16.0} {:>16.0} {:>7.1}% {:>14}",
             format!("{payload} B"),
             median(&mut device_rates),
             median(&mut core_rates),
             100.0 * median(&mut ratios),
             dropped
-        );
+        )?;
     }
     let device_wake = device_wake_latency(&device, &mut mapping, args.wakeups)?;
     let pipe_wake = pipe_wake_latency(args.wakeups)?;
-    println!(
+    outln!(
         "wake latency: submit to a blocked consumer's return, {} samples",
         args.wakeups
-    );
-    println!("{:<10} {:>12} {:>12}", "", "device", "pipe");
+    )?;
+    outln!("{:<10} {:>12} {:>12}", "", "device", "pipe")?;
     for p in [50.0, 99.0] {
         let d = percentile_us(&device_wake, p);
         let q = percentile_us(&pipe_wake, p);
@@ -130,13 +155,13 @@ pub fn run(args: Args) -> CliResult {
             (Some(d), Some(q)) if q > 0.0 => format!("{:.2}x", d / q),
             _ => "n/a".to_string(),
         };
-        println!(
+        outln!(
             "{:<10} {:>12} {:>12} {:>8}",
             format!("p{p:.0}"),
             format_us(d),
             format_us(q),
             ratio
-        );
+        )?;
     }
     Ok(0)
 }
@@ -356,9 +381,9 @@ enum Host {
     Child(#[expect(dead_code, reason = "kept alive")] ChildServer),
 }
 
-/// `ringmap serve` as a child process; killed on drop.
+/// `ringmap serve` as a child process; killed on drop, and its socket removed.
 #[cfg(target_os = "linux")]
-struct ChildServer(std::process::Child);
+struct ChildServer(std::process::Child, std::path::PathBuf);
 
 #[cfg(target_os = "linux")]
 impl ChildServer {
@@ -375,7 +400,7 @@ impl ChildServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| CliError::msg(format!("cannot start `ringmap serve`: {e}.")))?;
-        let mut server = ChildServer(child);
+        let mut server = ChildServer(child, socket.to_path_buf());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Device::open_at(socket).is_err() {
             if let Ok(Some(status)) = server.0.try_wait() {
@@ -399,6 +424,11 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // Killed, it could not remove its socket; it is ours (the path was free before).
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::symlink_metadata(&self.1).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.1);
+        }
     }
 }
 

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use ringmap_client::{Error, GenerateRequest, Status};
 
-use super::{CliError, CliResult, open_device};
+use super::demo::{parse_payload, parse_producers};
+use super::{CliError, CliResult, max_payload, open_device, outln};
 
 /// Options of `ringmap generate`.
 #[derive(clap::Args, Debug)]
@@ -15,13 +16,14 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Action {
-    /// Start the generator (it must be stopped).
+    /// Start the generator. Refused while it produces; a counted run that has finished
+    /// counts as stopped.
     Start {
         /// Producer threads (1 to 64).
-        #[arg(long, default_value_t = 1, value_name = "N")]
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_producers)]
         producers: u32,
-        /// Payload bytes per record (at least 8).
-        #[arg(long, default_value_t = 64, value_name = "BYTES")]
+        /// Payload bytes per record (at least 8, at most the ring's capacity less 8).
+        #[arg(long, default_value_t = 64, value_name = "BYTES", value_parser = parse_payload)]
         payload: u32,
         /// Records per second of each producer; 0 for flat out.
         #[arg(long, default_value_t = 1000, value_name = "R")]
@@ -30,12 +32,17 @@ enum Action {
         #[arg(long, default_value_t = 0, value_name = "N")]
         count: u64,
     },
-    /// Stop the generator (it must be running).
+    /// Stop the generator and wait for its threads; succeeds when it is stopped already.
     Stop,
 }
 
 pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
     let device = open_device(socket)?;
+    let busy = || {
+        CliError::msg(
+            "the device's generator is being started or stopped by another request; try again.",
+        )
+    };
     match args.action {
         Action::Start {
             producers,
@@ -43,30 +50,33 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
             rate,
             count,
         } => {
+            let capacity = device.stats()?.capacity;
+            let largest = max_payload(capacity);
+            if u64::from(payload) > largest {
+                return Err(CliError::msg(format!(
+                    "--payload {payload} does not fit the device's ring: a {capacity}-byte ring holds records of at most {largest} bytes."
+                )));
+            }
             let running = device
                 .generate(GenerateRequest::start(producers, payload, rate, count))
                 .map_err(|error| match error {
                     Error::Status(Status::InvalidDeviceState) => CliError::msg(
-                        "the generator is running already; stop it first with `ringmap generate stop`.",
+                        "the generator is producing already, or being stopped; stop it first with `ringmap generate stop`.",
                     ),
-                    Error::Status(Status::InvalidParameter) => CliError::msg(
-                        "the device refused these settings: use 1 to 64 producers and a payload of at least 8 bytes that fits the ring.",
-                    ),
+                    Error::Status(Status::DeviceBusy) => busy(),
                     error => error.into(),
                 })?;
-            println!("generator producers: {running}");
+            outln!("generator producers: {running}")?;
         }
         Action::Stop => {
             let running =
                 device
                     .generate(GenerateRequest::stop())
                     .map_err(|error| match error {
-                        Error::Status(Status::InvalidDeviceState) => {
-                            CliError::msg("the generator is not running.")
-                        }
+                        Error::Status(Status::DeviceBusy) => busy(),
                         error => error.into(),
                     })?;
-            println!("generator producers: {running}");
+            outln!("generator producers: {running}")?;
         }
     }
     Ok(0)

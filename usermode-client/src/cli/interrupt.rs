@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::CliError;
+
 /// Set once SIGINT or SIGTERM arrived (after [`install`]).
 #[derive(Clone, Debug)]
 pub struct Interrupted(Arc<AtomicBool>);
@@ -19,12 +21,12 @@ impl Interrupted {
 
 /// Turns SIGINT and SIGTERM into the returned flag instead of ending the process. On
 /// Windows, where the console's Ctrl-C handler is not hooked, the flag is never set.
-pub fn install() -> Interrupted {
+pub fn install() -> Result<Interrupted, CliError> {
     let flag = Arc::new(AtomicBool::new(false));
     #[cfg(target_os = "linux")]
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A failure leaves the default action (the process ends): nothing worse than before.
-        let _ = signal_hook::flag::register(signal, flag.clone());
+        signal_hook::flag::register(signal, flag.clone())
+            .map_err(|e| CliError::msg(format!("cannot catch Ctrl-C: {e}.")))?;
     }
-    Interrupted(flag)
+    Ok(Interrupted(flag))
 }

@@ -10,21 +10,30 @@ mod tail;
 mod write;
 
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringmap_client::{Device, Error};
+use ringmap_client::{Device, Error, Status};
 
 /// Run, watch and measure a ringmap ring buffer map.
 ///
 /// On Linux the device is a usersim host (`ringmap serve`, or the one `ringmap demo` and
 /// `ringmap bench` start themselves); on Windows it is the installed RingMap driver.
 #[derive(Parser, Debug)]
-#[command(name = "ringmap", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "ringmap",
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    after_help = EXIT_STATUS_HELP,
+    after_long_help = EXIT_STATUS_HELP
+)]
 pub struct Cli {
     /// The usersim device's socket (Linux). Default: the socket `ringmap serve` listens on.
+    /// `demo` and `bench` start their own device and make it listen at PATH.
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -44,6 +53,13 @@ enum Command {
     /// Print the device's offsets and counters (STATS), once or repeatedly.
     Stat(stat::Args),
     /// Write one record per line of standard input or a file (WRITE).
+    ///
+    /// Each line is one record, sent byte for byte (no UTF-8 check): a line ends at each
+    /// 0x0a byte (LF) and at the end of the input, and the LF is not part of the record; a CR
+    /// (0x0d) just before the LF is removed too, unless --keep-cr. No other byte is split on
+    /// or removed. With --raw (-0) records end at NUL bytes (0x00) instead, and every other
+    /// byte, CR and LF included, is kept. A record longer than the ring holds (its capacity
+    /// less 8 bytes) is refused with its line number.
     Write(write::Args),
     /// Start or stop the device's built-in generator (GENERATE).
     Generate(generate::Args),
@@ -51,28 +67,76 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// Exit status: success (and a closed standard output, as in `ringmap tail | head`).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the device refused, or an error (one sentence on standard error).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: a usage error (an unknown option, a value out of range).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status of `ringmap demo`: records lost, duplicated, reordered or malformed.
+pub const EXIT_RECORDS_WRONG: u8 = 3;
+/// Exit status: interrupted by Ctrl-C (SIGINT) or SIGTERM (`ringmap demo`, after its partial
+/// summary).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The exit statuses, as `ringmap help` shows them (the README's command section agrees).
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    success; also when standard output is closed early (ringmap tail | head)
+  1    the device refused a request, or another error (one sentence on standard error)
+  2    usage error: an unknown option, or a value out of its range
+  3    ringmap demo: records were lost, duplicated, reordered or malformed
+  130  ringmap demo interrupted by Ctrl-C or SIGTERM (after a partial summary)";
+
 /// Parses the command line, runs the subcommand, and turns errors into a sentence on
-/// standard error and exit status 1.
+/// standard error and the exit status they call for (see [`EXIT_STATUS_HELP`]).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let socket = cli.socket.as_deref();
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => demo::run(socket, args),
         Command::Serve(args) => serve::run(socket, args),
         Command::Tail(args) => tail::run(socket, args),
         Command::Stat(args) => stat::run(socket, args),
         Command::Write(args) => write::run(socket, args),
         Command::Generate(args) => generate::run(socket, args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(socket, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // Whoever reads our output has gone (`| head`): nothing to say, and nothing failed.
+        Err(CliError::Io(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(EXIT_OK)
+        }
         Err(error) => {
-            eprintln!("ringmap: {error}");
-            ExitCode::from(1)
+            // Ignored: with standard error closed there is nowhere left to say it.
+            let _ = writeln!(std::io::stderr(), "ringmap: {error}");
+            ExitCode::from(match error {
+                CliError::Usage(_) => EXIT_USAGE,
+                _ => EXIT_ERROR,
+            })
         }
     }
 }
+
+/// `println!` that returns the error (for `?`) instead of panicking when standard output is
+/// closed: `main` ends a broken pipe quietly with status 0.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::cli::CliError::Io)
+    }};
+}
+pub(crate) use outln;
+
+/// `eprintln!` that never panics (a closed standard error leaves nowhere to say it).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use errln;
 
 /// What a subcommand returns: the exit status, or an error to print.
 pub type CliResult = Result<u8, CliError>;
@@ -86,20 +150,29 @@ pub enum CliError {
     Io(std::io::Error),
     /// Anything else, already a sentence.
     Message(String),
+    /// A usage error found after parsing (exit status 2), already a sentence.
+    Usage(String),
 }
 
 impl CliError {
     pub fn msg(text: impl Into<String>) -> CliError {
         CliError::Message(text.into())
     }
+
+    pub fn usage(text: impl Into<String>) -> CliError {
+        CliError::Usage(text.into())
+    }
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Device(error) => write!(f, "{error}"),
+            CliError::Device(Error::Status(status)) => {
+                write!(f, "{}", status_sentence(*status))
+            }
+            CliError::Device(error) => write!(f, "{error}."),
             CliError::Io(error) => write!(f, "input or output failed: {error}."),
-            CliError::Message(text) => f.write_str(text),
+            CliError::Message(text) | CliError::Usage(text) => f.write_str(text),
         }
     }
 }
@@ -116,6 +189,62 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+/// A device's refusal in Linux words, the NTSTATUS name after it in parentheses.
+pub fn status_sentence(status: Status) -> String {
+    let what = match status {
+        Status::InvalidParameter => {
+            "the device refused the request: invalid argument (a size or value out of range)"
+        }
+        Status::DeviceBusy => {
+            "the device is busy: another request of this kind is under way; try again"
+        }
+        Status::AccessDenied => {
+            "permission denied: only the handle that holds the ring's mapping may query it (map it first)"
+        }
+        Status::InvalidDeviceRequest => {
+            "the device does not support this request: operation not supported (client and device versions may differ)"
+        }
+        Status::BufferTooSmall => {
+            "the device's reply did not fit: no buffer space (client and device versions may differ)"
+        }
+        Status::SharingViolation => {
+            "the ring is mapped by another consumer already: stop the other consumer first"
+        }
+        Status::InsufficientResources => {
+            "the device is out of space or memory: no space left on the device"
+        }
+        Status::Cancelled => "the request was cancelled: operation canceled",
+        Status::InvalidDeviceState => {
+            "the device is not in a state for this request: operation not permitted now"
+        }
+        Status::Success | Status::Pending => "the device answered with an unexpected status",
+    };
+    format!("{what} ({}).", status.name())
+}
+
+/// Whether standard output is a pipe (or socket) whose reader has gone, found without
+/// writing: for a command that waits idle (`ringmap tail -f | head -2`), which would
+/// otherwise notice only at its next record. `false` when unknown.
+pub fn stdout_closed() -> bool {
+    #[cfg(target_os = "linux")]
+    return output_closed(std::io::stdout());
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// Whether the write end `fd` of a pipe or socket reports its reader gone (POLLERR/POLLHUP).
+#[cfg(target_os = "linux")]
+fn output_closed(fd: impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(1))
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+}
+
 /// Opens the device: the usersim socket given, or the default device.
 pub fn open_device(socket: Option<&Path>) -> Result<Device, CliError> {
     #[cfg(unix)]
@@ -124,7 +253,7 @@ pub fn open_device(socket: Option<&Path>) -> Result<Device, CliError> {
     }
     #[cfg(not(unix))]
     if socket.is_some() {
-        return Err(CliError::msg(
+        return Err(CliError::usage(
             "--socket names a usersim device, which runs on Linux; on Windows leave it out to open the installed driver.",
         ));
     }
@@ -132,27 +261,79 @@ pub fn open_device(socket: Option<&Path>) -> Result<Device, CliError> {
 }
 
 /// Parses a size: a number of bytes, optionally with a K, M or G suffix (powers of 1024;
-/// `KiB`, `MiB`, `GiB` and `k`/`m`/`g` are accepted too).
+/// `KiB`, `MiB`, `GiB` and `k`/`m`/`g` are accepted too). A fraction is accepted when it is
+/// a whole number of bytes (`1.5K` is 1536; `1.1K` is refused).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let split = trimmed
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .find(|c: char| !c.is_ascii_digit() && c != '_' && c != '.')
         .unwrap_or(trimmed.len());
-    let (digits, suffix) = trimmed.split_at(split);
-    let number: u64 = digits
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size: write bytes, like 65536 or 1M"))?;
+    let (number, suffix) = trimmed.split_at(split);
     let unit: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
         "m" | "mib" | "mb" => 1 << 20,
         "g" | "gib" | "gb" => 1 << 30,
-        _ => return Err(format!("`{text}` has an unknown unit: use K, M or G")),
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size: write bytes, optionally with a K, M or G suffix (powers of 1024), like 65536, 64K or 1M"
+            ));
+        }
     };
-    number
-        .checked_mul(unit)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    let number = number.replace('_', "");
+    let (whole, fraction) = number.split_once('.').unwrap_or((&number, ""));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !(fraction.is_empty() || digits(fraction)) || number.ends_with('.') {
+        return Err(format!(
+            "`{text}` is not a size: write bytes, optionally with a K, M or G suffix (powers of 1024), like 65536, 64K or 1M"
+        ));
+    }
+    let too_large = || {
+        format!(
+            "`{text}` is too large: a size is at most {} bytes",
+            u64::MAX
+        )
+    };
+    // whole * unit + fraction * unit / 10^digits, exactly, in 128 bits.
+    let whole: u128 = whole.parse().map_err(|_| too_large())?;
+    let mut bytes = whole * u128::from(unit);
+    if !fraction.is_empty() {
+        if fraction.len() > 30 {
+            return Err(format!("`{text}` is not a whole number of bytes"));
+        }
+        let scale = 10u128.pow(fraction.len() as u32);
+        let part = fraction.parse::<u128>().map_err(|_| too_large())? * u128::from(unit);
+        if part % scale != 0 {
+            return Err(format!(
+                "`{text}` is not a whole number of bytes: use a fraction of K, M or G that is, like 1.5K (1536), or write the bytes"
+            ));
+        }
+        bytes += part / scale;
+    }
+    u64::try_from(bytes).map_err(|_| too_large())
+}
+
+/// Parses a ring capacity: a size (see [`parse_size`]) that is a power of two from 4096
+/// bytes (4K) to 1 GiB (1G).
+pub fn parse_capacity(text: &str) -> Result<u64, String> {
+    let bytes = parse_size(text)?;
+    let (min, max) = (
+        ringmap_core::layout::MIN_CAPACITY as u64,
+        ringmap_core::layout::MAX_CAPACITY as u64,
+    );
+    if !(min..=max).contains(&bytes) || !bytes.is_power_of_two() {
+        return Err(format!(
+            "a ring's capacity is a power of two from {min} bytes (4K) to {max} bytes (1G), and `{text}` is {bytes} bytes"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The largest payload a ring of `capacity` bytes holds: the ring less one record header.
+pub fn max_payload(capacity: u64) -> u64 {
+    capacity
+        .saturating_sub(ringmap_core::record::HEADER_SIZE as u64)
+        .min(u64::from(ringmap_core::record::MAX_PAYLOAD))
 }
 
 /// The host's monotonic clock in nanoseconds: the clock the generator stamps records with.
@@ -261,8 +442,54 @@ mod tests {
         assert_eq!(parse_size("1M"), Ok(1 << 20));
         assert_eq!(parse_size("4KiB"), Ok(4096));
         assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("1_024"), Ok(1024));
         assert!(parse_size("1X").is_err());
         assert!(parse_size("x").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size(".5K").is_err());
+        assert!(parse_size("1.K").is_err());
+        assert!(parse_size("1.2.3K").is_err());
+        assert!(parse_size("99999999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn whole_fractions_of_a_unit_are_sizes_and_others_are_refused() {
+        assert_eq!(parse_size("1.5M"), Ok(3 << 19));
+        assert_eq!(parse_size("0.5K"), Ok(512));
+        assert_eq!(parse_size("2.0"), Ok(2));
+        let error = parse_size("1.1K").unwrap_err();
+        assert!(error.contains("not a whole number of bytes"), "{error}");
+        assert!(parse_size("0.5").is_err());
+    }
+
+    #[test]
+    fn capacities_name_their_range() {
+        assert_eq!(parse_capacity("4K"), Ok(4096));
+        assert_eq!(parse_capacity("1G"), Ok(1 << 30));
+        for refused in ["2G", "1.5M", "2048", "3M"] {
+            let error = parse_capacity(refused).unwrap_err();
+            assert!(
+                error.contains("power of two from 4096 bytes (4K) to 1073741824 bytes (1G)"),
+                "{refused}: {error}"
+            );
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pipe_whose_reader_is_gone_is_found_closed_without_writing() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        assert!(!output_closed(&writer));
+        drop(reader);
+        assert!(output_closed(&writer));
+    }
+
+    #[test]
+    fn device_statuses_read_as_sentences() {
+        let text = status_sentence(Status::InvalidParameter);
+        assert!(text.contains("invalid argument"), "{text}");
+        assert!(text.ends_with("(STATUS_INVALID_PARAMETER)."), "{text}");
+        assert!(!text.contains("0xC0"), "{text}");
     }
 
     #[test]

@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use super::{CliResult, parse_size};
+use super::{CliResult, parse_capacity};
 
 /// Options of `ringmap serve`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The ring's data capacity (a power of two; K, M, G suffixes).
-    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "BYTES")]
+    /// The ring's data capacity: a power of two from 4K to 1G (K, M, G suffixes).
+    #[arg(long, default_value = "1M", value_parser = parse_capacity, value_name = "BYTES")]
     capacity: u64,
 }
 

@@ -1,48 +1,65 @@
 //! `ringmap stat`: the device's offsets and counters.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use ringmap_client::StatsReply;
 
-use super::{CliResult, open_device};
+use super::{CliError, CliResult, open_device};
 
 /// Options of `ringmap stat`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print again every SECS seconds (default 1) until Ctrl-C.
-    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
-    watch: Option<f64>,
+    /// Print again every SECS seconds (default 1; 0.01 to 86400) until Ctrl-C.
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        allow_negative_numbers = true,
+        value_parser = parse_interval
+    )]
+    watch: Option<Duration>,
     /// One JSON object per line instead of `name: value` lines.
     #[arg(long)]
     json: bool,
 }
 
+/// The shortest and longest `--watch` interval, in seconds.
+const WATCH_SECS: (f64, f64) = (0.01, 86_400.0);
+
+/// Parses `--watch`: seconds, a decimal number from 0.01 to 86400 (a day).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let (min, max) = WATCH_SECS;
+    let refused =
+        || format!("--watch takes a number of seconds from {min} to {max} (a day), not `{text}`");
+    let secs: f64 = text.trim().parse().map_err(|_| refused())?;
+    if !(min..=max).contains(&secs) {
+        return Err(refused());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| refused())
+}
+
 pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
     let device = open_device(socket)?;
-    let interval = match args.watch {
-        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
-            return Err(super::CliError::msg(
-                "--watch takes a positive number of seconds.",
-            ));
-        }
-        Some(secs) => Some(Duration::from_secs_f64(secs)),
-        None => None,
-    };
     loop {
         let stats = device.stats()?;
-        if args.json {
-            println!("{}", to_json(&stats));
+        // One write per report: a closed standard output (`| head`) ends the loop at once.
+        let mut text = if args.json {
+            format!("{}\n", to_json(&stats))
         } else {
-            print_lines(&stats);
+            lines(&stats)
+        };
+        if args.watch.is_some() && !args.json {
+            text.push('\n');
         }
-        match interval {
-            Some(interval) => {
-                if !args.json {
-                    println!();
-                }
-                std::thread::sleep(interval);
-            }
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(CliError::Io)?;
+        match args.watch {
+            Some(interval) => std::thread::sleep(interval),
             None => return Ok(0),
         }
     }
@@ -67,21 +84,42 @@ pub fn to_json(stats: &StatsReply) -> serde_json::Value {
     })
 }
 
-fn print_lines(stats: &StatsReply) {
-    println!("mapped: {}", if stats.mapped != 0 { "yes" } else { "no" });
-    println!("capacity: {}", stats.capacity);
-    println!("producer offset: {}", stats.producer_offset);
-    println!("reserve offset: {}", stats.reserve_offset);
-    println!("consumer offset: {}", stats.consumer_offset);
-    println!("consumer page offset: {}", stats.consumer_page_offset);
-    println!(
-        "used: {}",
-        stats.producer_offset.wrapping_sub(stats.consumer_offset)
+/// The reply as `name: value` lines, each ending in a newline.
+fn lines(stats: &StatsReply) -> String {
+    let mut text = String::new();
+    let mut line = |name: &str, value: &dyn std::fmt::Display| {
+        text.push_str(&format!("{name}: {value}\n"));
+    };
+    line("mapped", &if stats.mapped != 0 { "yes" } else { "no" });
+    line("capacity", &stats.capacity);
+    line("producer offset", &stats.producer_offset);
+    line("reserve offset", &stats.reserve_offset);
+    line("consumer offset", &stats.consumer_offset);
+    line("consumer page offset", &stats.consumer_page_offset);
+    line(
+        "used",
+        &stats.producer_offset.wrapping_sub(stats.consumer_offset),
     );
-    println!("produced: {}", stats.produced);
-    println!("discarded: {}", stats.discarded);
-    println!("dropped: {}", stats.dropped);
-    println!("queries: {}", stats.queries);
-    println!("wakeups: {}", stats.wakeups);
-    println!("generator producers: {}", stats.generator_producers);
+    line("produced", &stats.produced);
+    line("discarded", &stats.discarded);
+    line("dropped", &stats.dropped);
+    line("queries", &stats.queries);
+    line("wakeups", &stats.wakeups);
+    line("generator producers", &stats.generator_producers);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_intervals_are_bounded() {
+        assert_eq!(parse_interval("0.1"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_interval("86400"), Ok(Duration::from_secs(86_400)));
+        for refused in ["1e300", "0", "-1", "0.001", "NaN", "inf", "x", "86401"] {
+            let error = parse_interval(refused).unwrap_err();
+            assert!(error.contains("from 0.01 to 86400"), "{refused}: {error}");
+        }
+    }
 }

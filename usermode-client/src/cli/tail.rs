@@ -12,7 +12,10 @@ use super::{CliResult, interrupt, open_device};
 pub enum Format {
     /// `offset len` then the payload in hex.
     Hex,
-    /// The payload as text (invalid UTF-8 replaced), one record per line.
+    /// The payload as text, one record per line: a newline in a record prints as `\n`, a
+    /// CR as `\r` and a backslash as `\\`. On a terminal, every other control character
+    /// prints as `\xNN` (or `\u{NNNN}`), and so do bytes that are not UTF-8; elsewhere
+    /// they are replaced by U+FFFD. `--format json` and `hex` give the exact bytes.
     Text,
     /// One JSON object per line: offset, len, and the payload as `text` (when it is UTF-8)
     /// and as `hex`.
@@ -39,7 +42,7 @@ pub struct Args {
 /// not written. (A reader that exits early, such as `head`, may still leave unread records
 /// that had reached its pipe.)
 pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
-    let interrupted = interrupt::install();
+    let interrupted = interrupt::install()?;
     let device = open_device(socket)?;
     let mut mapping = device.map()?;
     // Unbuffered beyond a line: a record counts as printed once `write` took all of it.
@@ -66,7 +69,11 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
             if !args.follow {
                 break;
             }
-            // A short timeout lets Ctrl-C, a broken pipe or a gone device show up when idle.
+            // A short timeout lets Ctrl-C, a gone reader (`tail -f | head -2`) or a gone
+            // device show up when idle.
+            if super::stdout_closed() {
+                break;
+            }
             mapping.wait(Some(Duration::from_millis(200)))?;
         }
     }
@@ -108,7 +115,7 @@ fn print_record(
     match format {
         Format::Hex => writeln!(line, "{offset} {} {}", payload.len(), hex(payload))?,
         Format::Text => {
-            line.extend_from_slice(String::from_utf8_lossy(payload).as_bytes());
+            line.extend_from_slice(escape_text(payload, stdout_is_terminal()).as_bytes());
             line.push(b'\n');
         }
         Format::Json => {
@@ -123,6 +130,47 @@ fn print_record(
         }
     }
     out.write_all(&line)
+}
+
+/// Whether standard output is a terminal (asked once).
+fn stdout_is_terminal() -> bool {
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TERMINAL.get_or_init(|| std::io::IsTerminal::is_terminal(&std::io::stdout()))
+}
+
+/// A record as one line of `--format text` (see [`Format::Text`]): newlines, CRs and
+/// backslashes escaped always, so that a record never splits into two lines; for a
+/// `terminal`, every control character and every byte that is not UTF-8 too, so that no
+/// record can drive the terminal (an escape sequence that hides the cursor, a title change).
+fn escape_text(payload: &[u8], terminal: bool) -> String {
+    let mut text = String::with_capacity(payload.len());
+    for chunk in payload.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => text.push_str("\\n"),
+                '\r' => text.push_str("\\r"),
+                '\\' => text.push_str("\\\\"),
+                c if terminal && c.is_control() => {
+                    // `\xNN` for an ASCII byte (as for bytes that are not UTF-8), `\u{..}`
+                    // for a C1 control character, which is two bytes in UTF-8.
+                    if c.is_ascii() {
+                        text.push_str(&format!("\\x{:02x}", u32::from(c)));
+                    } else {
+                        text.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+                    }
+                }
+                c => text.push(c),
+            }
+        }
+        if terminal {
+            for byte in chunk.invalid() {
+                text.push_str(&format!("\\x{byte:02x}"));
+            }
+        } else if !chunk.invalid().is_empty() {
+            text.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -144,5 +192,23 @@ mod tests {
         assert_eq!(json["len"], 2);
         assert_eq!(json["text"], "hi");
         assert_eq!(json["hex"], "6869");
+    }
+
+    #[test]
+    fn text_never_splits_a_record_and_drives_no_terminal() {
+        let hostile = b"a\nb\rc\\d\x1b[?25l\x07\xffe\xc2\x9b";
+        assert_eq!(
+            escape_text(hostile, true),
+            "a\\nb\\rc\\\\d\\x1b[?25l\\x07\\xffe\\u{009b}"
+        );
+        let piped = escape_text(hostile, false);
+        assert_eq!(piped, "a\\nb\\rc\\\\d\x1b[?25l\x07\u{fffd}e\u{9b}");
+        assert_eq!(
+            escape_text("plain text, ü".as_bytes(), true),
+            "plain text, ü"
+        );
+        let mut out = Vec::new();
+        print_record(&mut out, Format::Text, 0, b"two\nlines").unwrap();
+        assert_eq!(out, b"two\\nlines\n");
     }
 }
