@@ -130,6 +130,11 @@ impl Consumer {
             }
             position += size;
         }
+        if position != start {
+            // Relaxed: informative only (how far records were handed out, for the host's
+            // count of what a consumer that ends now would have delivered twice).
+            self.view.read_offset().store(position, Ordering::Relaxed);
+        }
         Batch {
             consumer: self,
             start,

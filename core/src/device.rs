@@ -43,7 +43,8 @@ pub struct ViewHandles {
 pub struct NewMapping<Page> {
     /// Handles (or descriptor indexes) valid in the caller's process.
     pub handles: ViewHandles,
-    /// The host's own address of the new consumer page (8-aligned, zeroed, at least 8 bytes),
+    /// The host's own address of the new consumer page (8-aligned, zeroed, at least the size
+    /// of [`ConsumerPage`](crate::layout::ConsumerPage): in practice a whole page),
     /// readable and writable by the host until [`Platform::unmap_view`] gets `page` back.
     pub page_address: *mut u8,
     /// What the host needs to free its side of the page.
@@ -391,7 +392,7 @@ impl<P: Platform> Device<P> {
         let core = self.core();
         let retired = self.ring.retire_consumer_page(generation);
         core.platform.unmap_view(handle, page);
-        core.redelivered.fetch_add(retired.unreturned, Relaxed);
+        core.redelivered.fetch_add(retired.redelivered, Relaxed);
         core.locked(|state| state.mapping = MappingState::Unmapped);
     }
 

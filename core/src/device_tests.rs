@@ -20,7 +20,7 @@ struct TestPlatform {
     started: Mutex<Vec<u32>>,
     /// Every consumer page made, in order: a test may keep writing an old one, as a former
     /// consumer's process may.
-    pages: Mutex<Vec<Arc<AtomicU64>>>,
+    pages: Mutex<Vec<Arc<[AtomicU64; 2]>>>,
     /// Calls of `join_producers` so far.
     joins: AtomicU32,
     /// While set, the first `join_producers` waits (a stop that is still joining).
@@ -30,7 +30,7 @@ struct TestPlatform {
 // SAFETY: `with_lock` runs its closure under a mutex.
 unsafe impl Platform for TestPlatform {
     type PendingQuery = u32;
-    type ConsumerPage = Arc<AtomicU64>;
+    type ConsumerPage = Arc<[AtomicU64; 2]>;
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = self.lock.lock().unwrap();
         f()
@@ -38,8 +38,8 @@ unsafe impl Platform for TestPlatform {
     fn complete_query(&self, query: u32, reply: Result<QueryReply, Status>) {
         self.completed.lock().unwrap().push((query, reply));
     }
-    fn map_view(&self, _handle: HandleId) -> Result<NewMapping<Arc<AtomicU64>>, Status> {
-        let page = Arc::new(AtomicU64::new(0));
+    fn map_view(&self, _handle: HandleId) -> Result<NewMapping<Arc<[AtomicU64; 2]>>, Status> {
+        let page = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         self.pages.lock().unwrap().push(page.clone());
         Ok(NewMapping {
             handles: ViewHandles {
@@ -47,12 +47,13 @@ unsafe impl Platform for TestPlatform {
                 producer_page: 11,
                 data: 12,
             },
-            // An `AtomicU64` is a consumer page's layout; written through atomics only.
-            page_address: page.as_ptr().cast(),
+            // Two `AtomicU64`s are a consumer page's layout (consumer offset, read offset);
+            // written through atomics only.
+            page_address: page[0].as_ptr().cast(),
             page,
         })
     }
-    fn unmap_view(&self, handle: HandleId, _page: Arc<AtomicU64>) {
+    fn unmap_view(&self, handle: HandleId, _page: Arc<[AtomicU64; 2]>) {
         self.unmapped.lock().unwrap().push(handle);
     }
     fn now_ns(&self) -> u64 {
@@ -123,7 +124,7 @@ fn map(device: &Device<TestPlatform>, handle: HandleId) -> MapReply {
 }
 
 /// The consumer page of the `n`th MAP (0 first), as its consumer's process sees it.
-fn page(device: &Device<TestPlatform>, n: usize) -> Arc<AtomicU64> {
+fn page(device: &Device<TestPlatform>, n: usize) -> Arc<[AtomicU64; 2]> {
     device.platform().pages.lock().unwrap()[n].clone()
 }
 
@@ -443,7 +444,7 @@ fn a_former_consumer_writing_its_old_page_moves_nothing() {
     let (device, _heap, _consumer) = mapped_device();
     write(&device, b"one").unwrap(); // 0..16
     write(&device, b"two").unwrap(); // 16..32
-    page(&device, 0).store(16, Ordering::Release); // A read "one"
+    page(&device, 0)[0].store(16, Ordering::Release); // A read "one"
     assert_eq!(
         call(
             &device,
@@ -458,12 +459,12 @@ fn a_former_consumer_writing_its_old_page_moves_nothing() {
     let reply = map(&device, B);
     assert_eq!(reply.consumer_offset, 16, "B starts where A returned space");
     assert_eq!(
-        page(&device, 1).load(Ordering::Acquire),
+        page(&device, 1)[0].load(Ordering::Acquire),
         16,
         "on a fresh page"
     );
     // A keeps its old view and writes anything into it; producers look at B's page only.
-    page(&device, 0).store(u64::MAX, Ordering::Relaxed);
+    page(&device, 0)[0].store(u64::MAX, Ordering::Relaxed);
     while write(&device, &[7; 100]).is_ok() {}
     assert_eq!(device.ring().validated_consumer_offset(), 16);
     assert_eq!(stats(&device).consumer_page_offset, 16);
@@ -517,7 +518,7 @@ fn unmap_is_synchronous_cancels_the_query_and_counts_what_was_not_returned() {
     write(&device, b"one").unwrap();
     write(&device, b"two").unwrap();
     write(&device, b"three").unwrap();
-    page(&device, 0).store(16, Ordering::Release);
+    page(&device, 0)[0].store(16, Ordering::Release);
     pend_query_at(&device, A, 48, 5);
     // The pending query's walk returned everything; then A's page says less (a consumer
     // never goes back, but a hostile one may say so): the validated offset stays.
@@ -559,7 +560,8 @@ fn a_closed_consumer_hands_over_its_unreturned_records_to_the_next() {
     for payload in [&b"one"[..], b"two", b"three"] {
         write(&device, payload).unwrap();
     }
-    page(&device, 0).store(16, Ordering::Release); // read one, crashed holding two
+    page(&device, 0)[0].store(16, Ordering::Release); // returned one
+    page(&device, 0)[1].store(48, Ordering::Relaxed); // had been handed all three
     device.close(A);
     let stats = stats(&device);
     assert_eq!((stats.mapped, stats.redelivered), (0, 2));

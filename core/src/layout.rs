@@ -195,8 +195,13 @@ pub struct KernelPage {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct ConsumerPage {
-    /// How far the consumer has read. Any value may appear here at any moment.
+    /// How far the consumer has returned space (read and done with). Any value may appear here
+    /// at any moment.
     pub(crate) consumer_offset: AtomicU64,
+    /// How far the consumer has handed records out (read, perhaps not returned): what a
+    /// consumer that ends now would have delivered twice. Informative only (STATS
+    /// `redelivered`); untrusted like the rest of the page.
+    pub(crate) read_offset: AtomicU64,
 }
 
 /// The producer page: written by producers, mapped read-only into the consumer's process.

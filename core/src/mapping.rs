@@ -80,9 +80,11 @@ impl Drop for InGate<'_> {
 pub struct Retired {
     /// The validated consumer offset once the mapping was gone: where the next one starts.
     pub final_offset: u64,
-    /// Submitted records published but not returned then: the next consumer receives them
-    /// (again, if the one that ended had read them: delivery is at-least-once).
-    pub unreturned: u64,
+    /// Submitted records the consumer had been handed (its page's read offset says how far)
+    /// but had not returned: the next consumer receives them again (delivery across a
+    /// consumer's end is at-least-once). Taken from the consumer's own page, so a hostile
+    /// consumer can only inflate its own count.
+    pub redelivered: u64,
 }
 
 impl<H: Hooks> Ring<H> {
@@ -153,11 +155,15 @@ impl<H: Hooks> Ring<H> {
     /// attached one. Spins (with [`Hooks::relax`]) only while producers are inside a walk.
     pub fn retire_consumer_page(&self, generation: u64) -> Retired {
         let gate = self.gate();
+        let mut read = 0;
         if let Some(walk) = self.enter_hint_walk(Admit::Generation(generation)) {
             // Acquire: pairs with the consumer's release store of its offset, so its reads of
             // the records below happen before producers reuse their space.
             let hint = walk.page_value(Ordering::Acquire);
             self.advance_consumer_offset(hint);
+            // SAFETY: as in `InGate::page_value`.
+            // Relaxed: a statistic; any value is safe (it bounds a count, nothing else).
+            read = unsafe { (*walk.page).read_offset.load(Ordering::Relaxed) };
             drop(walk);
             // Relaxed: the retirer's store of the store-then-load pair; the SeqCst fence
             // below orders it before the load of `walkers` (module comment).
@@ -177,7 +183,7 @@ impl<H: Hooks> Ring<H> {
         let final_offset = self.validated_consumer_offset();
         Retired {
             final_offset,
-            unreturned: self.submitted_between(final_offset),
+            redelivered: self.submitted_between(final_offset, read),
         }
     }
 
@@ -200,19 +206,19 @@ impl<H: Hooks> Ring<H> {
         }
     }
 
-    /// Submitted records from `from` up to the producer offset, stopping at the first LOCKED
-    /// one (records past it cannot have been delivered yet).
-    fn submitted_between(&self, from: u64) -> u64 {
+    /// Submitted records from `from` up to `to` (cut at the producer offset), stopping at the
+    /// first LOCKED one (records past it cannot have been handed out).
+    fn submitted_between(&self, from: u64, to: u64) -> u64 {
         let data = self.placement().data();
         // Acquire: every header below the producer offset is written.
-        let producer = data.producer_offset().load(Ordering::Acquire);
+        let end = data.producer_offset().load(Ordering::Acquire).min(to);
         let mut position = from;
         let mut records = 0;
-        while position < producer {
+        while position < end {
             // Acquire: as the consumer's header load.
             let (state, len) = decode(data.header(position).len.load(Ordering::Acquire));
             let size = padded_size(len);
-            if state == HeaderState::Locked || size > producer - position {
+            if state == HeaderState::Locked || size > end - position {
                 break;
             }
             if state == HeaderState::Submitted {

@@ -233,6 +233,13 @@ impl SharedView {
         // used; it is only ever accessed atomically.
         unsafe { &self.consumer_page.as_ref().consumer_offset }
     }
+
+    /// The consumer page's `read_offset`, which the consumer writes.
+    #[inline]
+    pub(crate) fn read_offset(&self) -> &AtomicU64 {
+        // SAFETY: as for `consumer_offset`.
+        unsafe { &self.consumer_page.as_ref().read_offset }
+    }
 }
 
 impl core::ops::Deref for SharedView {

@@ -275,15 +275,18 @@ fn a_new_mapping_starts_at_the_validated_offset_on_a_fresh_page() {
     let (ring, mut consumer) = HeapRing::new(page(), ());
     ring.write(b"x").unwrap(); // 0..16
     ring.write(b"y").unwrap(); // 16..32
-    consumer.consume_while(1, |_| core::ops::ControlFlow::Continue(()));
+    let mut batch = consumer.batch(); // hands out both
+    batch.keep_first(1); // returns only the first
+    drop(batch);
     let (consumer, stale, retired) = ring.remap(consumer);
     assert_eq!(
         retired,
         crate::Retired {
             final_offset: 16,
-            unreturned: 1
+            redelivered: 1
         },
-        "the last walk counts what the consumer returned; one record is left"
+        "the last walk counts what the consumer returned; the record it was handed but did \
+         not return is delivered again"
     );
     assert_eq!(consumer.position(), 16);
     assert_eq!(ring.consumer_page_offset(), 16);
@@ -407,4 +410,40 @@ fn many_producers_keep_their_order_and_lose_nothing() {
         failed_reserves,
         "dropped counts exactly the failed reserves"
     );
+}
+
+#[test]
+fn a_cut_batch_returns_only_the_records_before_the_cut() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    for byte in 0..4u8 {
+        ring.write(&[byte; 8]).unwrap(); // 16 bytes each
+    }
+    let handled = consumer.consume_while(usize::MAX, |record| {
+        if record[0] == 2 {
+            core::ops::ControlFlow::Break(())
+        } else {
+            core::ops::ControlFlow::Continue(())
+        }
+    });
+    assert_eq!(handled, 2, "the record it broke on is not handled");
+    assert_eq!(consumer.position(), 32);
+    assert_eq!(ring.consumer_page_offset(), 32);
+    let offsets: Vec<u64> = consumer.batch().iter().map(|r| r.offset()).collect();
+    assert_eq!(offsets, [32, 48], "the rest comes again, from the record broken on");
+}
+
+#[test]
+fn keep_first_zero_returns_only_the_discarded_records_before_the_first_kept() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.reserve(8).unwrap().discard(); // 0..16
+    ring.write(b"kept").unwrap(); // 16..32
+    let mut batch = consumer.batch();
+    assert_eq!(batch.len(), 1);
+    batch.keep_first(0);
+    drop(batch);
+    assert_eq!(consumer.position(), 16, "the discarded record's space goes back");
+    let mut batch = consumer.batch();
+    batch.keep_first(1);
+    drop(batch);
+    assert_eq!(consumer.position(), 32);
 }

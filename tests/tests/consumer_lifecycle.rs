@@ -1,0 +1,383 @@
+//! The consumer's whole lifecycle against `ringmap serve` in another process (issue 8): a
+//! former consumer that keeps writing its old page, QUERYs from handles that are not the
+//! mapping, takeovers racing the producers, and `ringmap tail` returning exactly what it
+//! printed. The design is `models/ring_buffer/ConsumerHandover.tla`; `CONFORMANCE.md` says
+//! where each of its steps lives.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringmap_core::abi::StatsReply;
+use ringmap_tests::{
+    Device, Error, GenerateRequest, SequenceCheck, Status, TestDevice, eventually, ringmap_binary,
+    tagged_record,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn stats(device: &Device) -> StatsReply {
+    device.stats().expect("stats")
+}
+
+/// Writes `records` tagged records (producer 0, sequences 0..) through `device`, retrying
+/// while the ring is full.
+fn write_records(device: &Device, records: u64, len: usize) {
+    for sequence in 0..records {
+        let record = tagged_record(0, sequence, len);
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match device.write(&record) {
+                Ok(_) => break,
+                Err(Error::RingFull) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_micros(200))
+                }
+                Err(error) => panic!("write {sequence}: {error}"),
+            }
+        }
+    }
+}
+
+/// Reads through `mapping` until `records` records arrived, checking each (in order, whole,
+/// none twice, none missing).
+fn read_all(mapping: &mut ringmap_tests::Mapping<'_>, check: &mut SequenceCheck, records: u64) {
+    let deadline = Instant::now() + LIMIT;
+    while check.records < records {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {records} records arrived",
+            check.records
+        );
+        if mapping.consumer().consume(|record| check.record(&record)) == 0 {
+            mapping
+                .wait(Some(Duration::from_millis(50)))
+                .expect("the mapping's own wait");
+        }
+    }
+    assert!(check.errors.is_empty(), "{:?}", check.errors);
+}
+
+/// A thread that writes hostile values into a former consumer's page until stopped.
+fn scribble(page: *mut u64, stop: &AtomicBool) -> u64 {
+    let page = AtomicPagePtr(page);
+    let mut writes = 0u64;
+    let mut value = 0x9E37_79B9_7F4A_7C15u64;
+    while !stop.load(Ordering::Relaxed) {
+        value = value.rotate_left(7) ^ writes;
+        let hostile = match writes % 4 {
+            0 => u64::MAX,
+            1 => value,
+            2 => value & 0xFFFF_FFF8,
+            _ => 8,
+        };
+        page.store(hostile);
+        writes += 1;
+    }
+    writes
+}
+
+/// The former consumer's page as its process still has it mapped.
+struct AtomicPagePtr(*mut u64);
+
+impl AtomicPagePtr {
+    fn store(&self, value: u64) {
+        // SAFETY: the page stays mapped for the rest of the process (the mapping's views were
+        // kept on purpose) and is 8-aligned; an atomic store, as any writer of it makes.
+        unsafe { AtomicU64::from_ptr(self.0) }.store(value, Ordering::Relaxed);
+    }
+}
+
+/// A former consumer whose mapping ended (by UNMAP, or by closing its handle) keeps writing
+/// its old page while the next one consumes: the next one loses nothing and gets nothing
+/// torn, and starts where the former one returned space.
+fn former_consumer_scribbles_while_the_next_consumes(close_instead_of_unmap: bool) {
+    const RECORDS: u64 = 20_000;
+    let server = TestDevice::start(64 << 10);
+    let writer = server.open();
+    let former = server.open();
+    write_records(&writer, 100, 24);
+    let mut check = SequenceCheck::new(1);
+    let mut mapping = former.map().expect("map A");
+    read_all(&mut mapping, &mut check, 40);
+    let returned = mapping.consumer().position();
+    let page = if close_instead_of_unmap {
+        let page = mapping.consumer_page_ptr();
+        // The process closes its handle and keeps its views (as a Windows process keeps a
+        // section view after CloseHandle): no UNMAP.
+        std::mem::forget(mapping);
+        drop(former);
+        page
+    } else {
+        mapping.unmap_keeping_views().expect("unmap A")
+    };
+    let next = server.open();
+    let mut mapping = eventually(LIMIT, || match next.map() {
+        Ok(mapping) => Some(mapping),
+        Err(Error::AlreadyMapped) => None,
+        Err(error) => panic!("map B: {error}"),
+    })
+    .expect("B maps once A's mapping is gone");
+    assert_eq!(
+        mapping.consumer().position(),
+        returned,
+        "B starts where A returned space"
+    );
+    let stop = AtomicBool::new(false);
+    let page = page as usize;
+    let writes = thread::scope(|scope| {
+        let scribbler = scope.spawn(|| scribble(page as *mut u64, &stop));
+        let producer = scope.spawn(move || write_records_from(&writer, 100, RECORDS, 24));
+        read_all(&mut mapping, &mut check, RECORDS);
+        producer.join().expect("producer");
+        stop.store(true, Ordering::Relaxed);
+        scribbler.join().expect("scribbler")
+    });
+    assert!(writes > 0);
+    let stats = stats(&next);
+    assert_eq!(stats.produced, RECORDS);
+    assert!(stats.consumer_offset <= mapping.consumer().position());
+}
+
+/// As `write_records`, from sequence `from` up to `to`.
+fn write_records_from(device: &Device, from: u64, to: u64, len: usize) {
+    for sequence in from..to {
+        let record = tagged_record(0, sequence, len);
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match device.write(&record) {
+                Ok(_) => break,
+                Err(Error::RingFull) if Instant::now() < deadline => thread::yield_now(),
+                Err(error) => panic!("write {sequence}: {error}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_former_consumer_writing_its_old_page_after_unmap_moves_nothing() {
+    former_consumer_scribbles_while_the_next_consumes(false);
+}
+
+#[test]
+fn a_former_consumer_writing_its_old_page_after_close_moves_nothing() {
+    former_consumer_scribbles_while_the_next_consumes(true);
+}
+
+#[test]
+fn a_query_from_a_handle_that_is_not_the_mapping_is_refused_and_changes_nothing() {
+    const RECORDS: u64 = 10_000;
+    let server = TestDevice::start(64 << 10);
+    let consumer = server.open();
+    let writer = server.open();
+    let foreign = server.open();
+    // Refused before the mapping exists, and while it does; nothing counted, nothing moved.
+    let before = stats(&foreign);
+    for offset in [u64::MAX, 0, 16, u64::MAX - 8] {
+        assert!(matches!(
+            foreign.wait(offset, Some(Duration::from_millis(10))),
+            Err(Error::Status(Status::AccessDenied))
+        ));
+    }
+    assert_eq!(stats(&foreign).queries, before.queries);
+    let mut mapping = consumer.map().expect("map");
+    let mut check = SequenceCheck::new(1);
+    let stop = AtomicBool::new(false);
+    let refused = thread::scope(|scope| {
+        let stop = &stop;
+        let attacker = scope.spawn(move || {
+            let mut refused = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match foreign.wait(u64::MAX, Some(Duration::from_millis(10))) {
+                    Err(Error::Status(Status::AccessDenied)) => refused += 1,
+                    other => panic!("a foreign QUERY: {other:?}"),
+                }
+            }
+            refused
+        });
+        let producer = scope.spawn(move || {
+            write_records(&writer, RECORDS, 24);
+            writer
+        });
+        // The mapping's own QUERYs are never refused as busy by the attacker's.
+        read_all(&mut mapping, &mut check, RECORDS);
+        let writer = producer.join().expect("producer");
+        stop.store(true, Ordering::Relaxed);
+        (attacker.join().expect("attacker"), writer)
+    });
+    let (refused, writer) = refused;
+    assert!(refused > 0);
+    let after = stats(&writer);
+    assert!(after.consumer_offset <= mapping.consumer().position());
+    // Only the mapping's own QUERYs counted.
+    let own = after.queries - before.queries;
+    assert!(
+        own < refused + RECORDS,
+        "{own} QUERYs counted, {refused} foreign ones refused"
+    );
+}
+
+#[test]
+fn forty_takeovers_after_a_full_ring_start_where_the_last_consumer_returned_space() {
+    const TAKEOVERS: usize = 40;
+    const CAPACITY: u64 = 64 << 10;
+    let server = TestDevice::start(CAPACITY);
+    let control = server.open();
+    // Two generator producers flat out: they find the ring full and walk the consumer pages
+    // while consumers come and go.
+    control
+        .generate(GenerateRequest::start(2, 24, 0, 0))
+        .expect("generator");
+    let mut check = SequenceCheck::new(2);
+    let mut returned = None;
+    for takeover in 0..TAKEOVERS {
+        let device = server.open();
+        let mut mapping = eventually(LIMIT, || match device.map() {
+            Ok(mapping) => Some(mapping),
+            Err(Error::AlreadyMapped) => None,
+            Err(error) => panic!("map {takeover}: {error}"),
+        })
+        .expect("the previous consumer's mapping is released");
+        let start = mapping.consumer().position();
+        if let Some(returned) = returned {
+            assert_eq!(
+                start, returned,
+                "takeover {takeover}: where the last one left"
+            );
+        }
+        // Read a full ring's worth, then end: by UNMAP or by closing the handle, in turn.
+        let target = check.records + CAPACITY / 32;
+        read_all(&mut mapping, &mut check, target);
+        returned = Some(mapping.consumer().position());
+        if takeover % 2 == 0 {
+            drop(mapping);
+        } else {
+            std::mem::forget(mapping); // no UNMAP: the close does it
+        }
+        drop(device);
+    }
+    control
+        .generate(GenerateRequest::stop())
+        .expect("stop the generator");
+    assert!(check.errors.is_empty(), "{:?}", check.errors);
+    assert_eq!(stats(&control).redelivered, 0, "each returned all it read");
+}
+
+/// Runs `ringmap --socket S <args>` with its standard output to a pipe.
+fn ringmap(server: &TestDevice, args: &[&str]) -> Command {
+    let mut command = Command::new(ringmap_binary());
+    if let Some(socket) = server.socket() {
+        command.arg("--socket").arg(socket);
+    }
+    command.args(args);
+    command
+}
+
+/// Fills a 1 MiB ring with 32,768 generated records of 24 bytes (exactly full).
+fn fill(server: &TestDevice) -> Device {
+    let control = server.open();
+    control
+        .generate(GenerateRequest::start(1, 24, 0, 32_768))
+        .expect("generator");
+    let full = eventually(LIMIT, || (stats(&control).produced == 32_768).then_some(()));
+    assert!(full.is_some(), "the generator filled the ring");
+    control
+}
+
+#[test]
+fn tail_piped_into_head_returns_only_what_it_wrote() {
+    let server = TestDevice::start(1 << 20);
+    let control = fill(&server);
+    // `ringmap tail | head -1`: head exits after one line; tail sees EPIPE and stops.
+    let mut tail = ringmap(&server, &["tail"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ringmap tail");
+    let mut first = String::new();
+    BufReader::new(tail.stdout.take().expect("piped"))
+        .read_line(&mut first)
+        .expect("one line");
+    // Closing our end is what head's exit does.
+    let status = tail.wait().expect("tail ends");
+    assert!(
+        status.success(),
+        "a closed pipe ends tail quietly: {status:?}"
+    );
+    let stats = stats(&control);
+    let consumed = stats.consumer_offset;
+    assert!(
+        consumed < (1 << 20) / 4,
+        "tail returned {consumed} of {} bytes for the one line read",
+        stats.producer_offset
+    );
+    // The next consumer starts where tail stopped: nothing it did not write is skipped.
+    let mapping = control.map().expect("map after tail");
+    drop(mapping);
+}
+
+/// The offsets of `ringmap tail --format json` lines.
+fn offsets(json_lines: &str) -> Vec<u64> {
+    json_lines
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            value["offset"].as_u64().expect("an offset")
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_of_tail_follow_then_tail_prints_no_record_twice() {
+    const RECORDS: u64 = 20_000;
+    let server = TestDevice::start(1 << 20);
+    let control = server.open();
+    let mut follow = ringmap(&server, &["tail", "--follow", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ringmap tail -f");
+    let mapped = eventually(LIMIT, || (stats(&control).mapped == 1).then_some(()));
+    assert!(mapped.is_some(), "tail -f mapped the ring");
+    control
+        .generate(GenerateRequest::start(1, 24, 20_000, RECORDS))
+        .expect("generator");
+    let mut stdout = follow.stdout.take().expect("piped");
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).expect("tail -f output");
+        text
+    });
+    thread::sleep(Duration::from_millis(300));
+    let interrupted = Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(interrupted.success());
+    assert!(follow.wait().expect("tail -f ends").success());
+    let first = offsets(&reader.join().expect("reader"));
+    let done = eventually(LIMIT, || {
+        (stats(&control).generator_producers == 0).then_some(())
+    });
+    assert!(done.is_some(), "the generator finished");
+    let rest = ringmap(&server, &["tail", "--format", "json"])
+        .output()
+        .expect("ringmap tail");
+    assert!(rest.status.success());
+    let second = offsets(&String::from_utf8(rest.stdout).expect("UTF-8"));
+    assert!(
+        !first.is_empty() && !second.is_empty(),
+        "{} and {}",
+        first.len(),
+        second.len()
+    );
+    let mut all = first.clone();
+    all.extend(&second);
+    assert_eq!(all.len() as u64, RECORDS, "every record printed once");
+    assert!(
+        all.windows(2).all(|pair| pair[0] < pair[1]),
+        "no record twice"
+    );
+}
