@@ -81,6 +81,7 @@ pub fn to_json(stats: &StatsReply) -> serde_json::Value {
         "queries": stats.queries,
         "wakeups": stats.wakeups,
         "generator_producers": stats.generator_producers,
+        "redelivered": stats.redelivered,
     })
 }
 
@@ -106,6 +107,7 @@ fn lines(stats: &StatsReply) -> String {
     line("queries", &stats.queries);
     line("wakeups", &stats.wakeups);
     line("generator producers", &stats.generator_producers);
+    line("redelivered", &stats.redelivered);
     text
 }
 
