@@ -74,17 +74,20 @@ pub enum Request {
     Stats = 4,
     /// Start or stop the built-in producer.
     Generate = 5,
+    /// Take the mapping away from whoever holds it (administrators only).
+    Revoke = 6,
 }
 
 impl Request {
     /// Every request, in code order.
-    pub const ALL: [Request; 6] = [
+    pub const ALL: [Request; 7] = [
         Request::Map,
         Request::Unmap,
         Request::Query,
         Request::Write,
         Request::Stats,
         Request::Generate,
+        Request::Revoke,
     ];
 
     /// The Windows I/O control code: `CTL_CODE(FILE_DEVICE_UNKNOWN, 0x800 + n,
@@ -92,7 +95,7 @@ impl Request {
     pub const fn ioctl(self) -> u32 {
         let access = match self {
             Request::Map | Request::Unmap | Request::Query => FILE_READ_ACCESS,
-            Request::Write | Request::Generate => FILE_WRITE_ACCESS,
+            Request::Write | Request::Generate | Request::Revoke => FILE_WRITE_ACCESS,
             Request::Stats => FILE_ANY_ACCESS,
         };
         ctl_code(
@@ -122,6 +125,7 @@ impl Request {
             Request::Write => "WRITE",
             Request::Stats => "STATS",
             Request::Generate => "GENERATE",
+            Request::Revoke => "REVOKE",
         }
     }
 }
@@ -384,8 +388,9 @@ pub struct QueryReply {
     pub producer_offset: u64,
     /// The validated consumer offset.
     pub consumer_offset: u64,
-    /// Records lost so far: reservations refused because the ring was full.
-    pub lost: u64,
+    /// Reservations refused so far because the ring was full (STATS `dropped`; a producer
+    /// that retries, as the generator does, loses nothing).
+    pub dropped: u64,
 }
 
 impl QueryReply {
@@ -494,6 +499,12 @@ pub struct StatsReply {
     /// handle closed, process died): the next consumer receives them, again if the one that
     /// ended had read them. Delivery across a consumer's end is at-least-once.
     pub redelivered: u64,
+    /// Submitted records whose space the consumers returned (read and done with), since the
+    /// ring started: what the validated consumer offset has passed, discarded ones not
+    /// counted.
+    pub consumed: u64,
+    /// The process id of the handle that holds the mapping; 0 while none does.
+    pub mapping_process: u64,
 }
 
 impl StatsReply {
@@ -627,7 +638,7 @@ const _: () = {
     assert!(size_of::<QueryReply>() == 32);
     assert!(size_of::<WriteRequest>() == 16);
     assert!(size_of::<WriteReply>() == 16);
-    assert!(size_of::<StatsReply>() == 104);
+    assert!(size_of::<StatsReply>() == 120);
     assert!(size_of::<GenerateRequest>() == 32);
     assert!(size_of::<GenerateReply>() == 8);
 };
@@ -687,7 +698,7 @@ mod tests {
             assert_eq!(Request::from_code(r as u32), Some(r));
         }
         assert_eq!(Request::from_ioctl(0x0022_6001), None);
-        assert_eq!(Request::from_code(6), None);
+        assert_eq!(Request::from_code(7), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use crate::mapping::Admit;
 use crate::producer::{Hooks, Ring};
-use crate::record::{LEN_MASK, LOCKED, padded_size};
+use crate::record::{DISCARDED, LEN_MASK, LOCKED, padded_size};
 use crate::sync::{Ordering, fence};
 
 impl<H: Hooks> Ring<H> {
@@ -80,6 +80,7 @@ impl<H: Hooks> Ring<H> {
             // At most `capacity / 8` steps: each step moves at least 8 bytes, and the producer
             // offset is never more than one capacity ahead of the validated offset.
             let mut position = current;
+            let mut submitted = 0u64;
             while position < target {
                 // Acquire: pairs with the producer's release of this word at commit, so that
                 // the producer's writes happen before the space is reused.
@@ -93,6 +94,7 @@ impl<H: Hooks> Ring<H> {
                     break;
                 }
                 position += size;
+                submitted += u64::from(word & DISCARDED == 0);
             }
             if position == current {
                 return current;
@@ -106,6 +108,8 @@ impl<H: Hooks> Ring<H> {
             match validated.compare_exchange(current, position, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
+                    // Relaxed: a statistic, added once per walk by the walk that won.
+                    kernel.consumed.0.fetch_add(submitted, Ordering::Relaxed);
                     self.wake_query_passed(current, position);
                     return position;
                 }

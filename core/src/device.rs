@@ -10,10 +10,12 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
+use crate::abi::MAX_GENERATOR_PRODUCERS;
 use crate::abi::{
     EmptyRequest, GenerateAction, GenerateReply, GenerateRequest, MapReply, QueryReply,
     QueryRequest, Request, StatsReply, Status, Wire, WriteReply, WriteRequest, generated,
 };
+use crate::layout::CacheLine;
 use crate::placement::RingPlacement;
 use crate::producer::{Hooks, ReserveError, Ring};
 use crate::record::padded_size;
@@ -49,6 +51,8 @@ pub struct NewMapping<Page> {
     pub page_address: *mut u8,
     /// What the host needs to free its side of the page.
     pub page: Page,
+    /// The caller's process id (STATS names the process that holds the mapping).
+    pub process_id: u64,
 }
 
 /// What a host provides.
@@ -85,6 +89,10 @@ pub unsafe trait Platform: Sync + Sized {
     /// side of it (the former consumer may keep its own view; nothing reads it). Called
     /// without the lock held.
     fn unmap_view(&self, handle: HandleId, page: Self::ConsumerPage);
+
+    /// Whether `handle` may take the mapping away from whoever holds it (REVOKE): an elevated
+    /// handle in the driver, the server's own user (or root) in usersim.
+    fn is_privileged(&self, handle: HandleId) -> bool;
 
     /// A monotonic clock in nanoseconds, the same one consumers read (for wake latency).
     fn now_ns(&self) -> u64;
@@ -133,11 +141,13 @@ enum MappingState<Page> {
     /// MAP is refused until it is done. `closed`: the handle was closed during a MAP, which
     /// then retires what it attached.
     Changing { handle: HandleId, closed: bool },
-    /// `handle` holds mapping `generation`, whose consumer page is `page`.
+    /// `handle` (of process `process`) holds mapping `generation`, whose consumer page is
+    /// `page`.
     Mapped {
         handle: HandleId,
         generation: u64,
         page: Page,
+        process: u64,
     },
 }
 
@@ -195,7 +205,6 @@ pub struct DeviceCore<P: Platform> {
 unsafe impl<P: Platform> Sync for DeviceCore<P> {}
 
 /// The generator's settings and state, written by GENERATE while it is stopped.
-#[derive(Default)]
 struct Generator {
     /// Who owns the generator: [`IDLE`], [`STARTING`], [`RUNNING`] or [`STOPPING`]. A start
     /// or a stop claims it with a compare-exchange, so that exactly one caller writes the
@@ -207,6 +216,23 @@ struct Generator {
     payload_size: AtomicU32,
     records_per_second: AtomicU64,
     count: AtomicU64,
+    /// Records each generator producer submitted, one cache line per producer index, so
+    /// that STATS counts them exactly with no shared write per record.
+    produced: [CacheLine<AtomicU64>; MAX_GENERATOR_PRODUCERS as usize],
+}
+
+impl Default for Generator {
+    fn default() -> Generator {
+        Generator {
+            state: AtomicU32::new(IDLE),
+            active: AtomicU32::new(0),
+            stop: AtomicBool::new(false),
+            payload_size: AtomicU32::new(0),
+            records_per_second: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            produced: core::array::from_fn(|_| CacheLine(AtomicU64::new(0))),
+        }
+    }
 }
 
 /// [`Generator::state`]: no generator threads to join; a start may claim it.
@@ -255,7 +281,7 @@ fn query_reply<H: Hooks>(ring: &Ring<H>) -> QueryReply {
         reserved: 0,
         producer_offset: ring.producer_offset(),
         consumer_offset: ring.validated_consumer_offset(),
-        lost: ring.dropped(),
+        dropped: ring.dropped(),
     }
 }
 
@@ -324,6 +350,7 @@ impl<P: Platform> Device<P> {
             Request::Write => self.write(input, output),
             Request::Stats => self.stats(input, output),
             Request::Generate => self.generate(input, output),
+            Request::Revoke => self.revoke(handle, input),
         }
     }
 
@@ -365,6 +392,7 @@ impl<P: Platform> Device<P> {
                 handle,
                 generation,
                 page: new.page,
+                process: new.process_id,
             };
             None
         });
@@ -407,6 +435,7 @@ impl<P: Platform> Device<P> {
                     handle: holder,
                     generation,
                     page,
+                    ..
                 } if holder == handle => {
                     state.mapping = MappingState::Changing {
                         handle,
@@ -451,6 +480,24 @@ impl<P: Platform> Device<P> {
             return Err(Status::InvalidDeviceState);
         }
         self.end_mapping(handle).ok_or(Status::InvalidDeviceState)?;
+        Ok(Outcome::Done(0))
+    }
+
+    /// REVOKE: an administrator takes the mapping away from whoever holds it (a stopped
+    /// holder would otherwise block every consumer): ended as UNMAP ends it, its QUERY
+    /// cancelled; the holder's later QUERYs are refused as from any other handle, and the
+    /// next MAP works. Only a privileged handle ([`Platform::is_privileged`]) may.
+    fn revoke(&self, handle: HandleId, input: &[u8]) -> Result<Outcome, Status> {
+        EmptyRequest::read_exact(input)?;
+        if !self.core().platform.is_privileged(handle) {
+            return Err(Status::AccessDenied);
+        }
+        let holder = self.core().locked(|state| match state.mapping {
+            MappingState::Mapped { handle, .. } => Some(handle),
+            _ => None,
+        });
+        let holder = holder.ok_or(Status::InvalidDeviceState)?;
+        self.end_mapping(holder).ok_or(Status::InvalidDeviceState)?;
         Ok(Outcome::Done(0))
     }
 
@@ -560,16 +607,25 @@ impl<P: Platform> Device<P> {
     /// The STATS reply, as a host or test wants it.
     pub fn stats_reply(&self) -> StatsReply {
         let core = self.core();
-        let mapped = core.locked(|state| matches!(state.mapping, MappingState::Mapped { .. }));
+        let mapping_process = core.locked(|state| match state.mapping {
+            MappingState::Mapped { process, .. } => Some(process),
+            _ => None,
+        });
         StatsReply {
             size: StatsReply::SIZE,
-            mapped: mapped as u32,
+            mapped: mapping_process.is_some() as u32,
             capacity: self.ring.capacity().as_u64(),
             producer_offset: self.ring.producer_offset(),
             reserve_offset: self.ring.reserve_offset(),
             consumer_offset: self.ring.validated_consumer_offset(),
             consumer_page_offset: self.ring.consumer_page_offset(),
-            produced: core.produced.load(Relaxed),
+            produced: core.produced.load(Relaxed)
+                + core
+                    .generator
+                    .produced
+                    .iter()
+                    .map(|line| line.0.load(Relaxed))
+                    .sum::<u64>(),
             discarded: self.ring.discarded(),
             dropped: self.ring.dropped(),
             queries: core.queries.load(Relaxed),
@@ -577,6 +633,8 @@ impl<P: Platform> Device<P> {
             generator_producers: core.generator.active.load(Relaxed),
             reserved: 0,
             redelivered: core.redelivered.load(Relaxed),
+            consumed: self.ring.consumed(),
+            mapping_process: mapping_process.unwrap_or(0),
         }
     }
 
@@ -726,7 +784,8 @@ impl<P: Platform> Device<P> {
         let count = generator.count.load(Relaxed);
         let interval_ns = 1_000_000_000u64.checked_div(per_second).unwrap_or(0);
         let mut sequence = 0u64;
-        let mut unpublished = 0u64;
+        // This thread's own counter line: one plain store per record, no shared write.
+        let produced = &generator.produced[producer as usize % generator.produced.len()].0;
         let mut full_waits = 0u32;
         let mut next_due = core.platform.now_ns();
         while (count == 0 || sequence < count) && !generator.stop.load(Relaxed) {
@@ -754,17 +813,11 @@ impl<P: Platform> Device<P> {
                 });
             if submitted {
                 sequence += 1;
-                unpublished += 1;
-                // One shared write per 64 records, not one per record.
-                if unpublished == 64 {
-                    core.produced.fetch_add(unpublished, Relaxed);
-                    unpublished = 0;
-                }
+                // Relaxed load and store, not a read-modify-write: this thread is the line's
+                // only writer while it runs (the thread that used index `producer` before was
+                // joined before this one started), and STATS only reads it.
+                produced.store(produced.load(Relaxed) + 1, Relaxed);
             } else {
-                if unpublished != 0 {
-                    core.produced.fetch_add(unpublished, Relaxed);
-                    unpublished = 0;
-                }
                 // The ring is full: wait for the consumer, briefly at first, then backing off
                 // to at most a millisecond between tries, so that a ring nobody consumes
                 // costs next to no CPU.
@@ -778,7 +831,6 @@ impl<P: Platform> Device<P> {
             }
             full_waits = 0;
         }
-        core.produced.fetch_add(unpublished, Relaxed);
         generator.active.fetch_sub(1, Relaxed);
     }
 }

@@ -51,10 +51,14 @@ unsafe impl Platform for TestPlatform {
             // written through atomics only.
             page_address: page[0].as_ptr().cast(),
             page,
+            process_id: 4242,
         })
     }
     fn unmap_view(&self, handle: HandleId, _page: Arc<[AtomicU64; 2]>) {
         self.unmapped.lock().unwrap().push(handle);
+    }
+    fn is_privileged(&self, handle: HandleId) -> bool {
+        handle == ADMIN
     }
     fn now_ns(&self) -> u64 {
         7
@@ -85,6 +89,8 @@ fn device() -> (Device<TestPlatform>, HeapRing, crate::Consumer) {
 
 const A: HandleId = HandleId(1);
 const B: HandleId = HandleId(2);
+/// The one handle `TestPlatform` calls privileged.
+const ADMIN: HandleId = HandleId(99);
 
 fn call(
     device: &Device<TestPlatform>,
@@ -207,7 +213,7 @@ fn a_query_pends_on_an_empty_ring_and_the_next_write_completes_it() {
     assert_eq!(id, 5);
     let reply = reply.unwrap();
     assert_eq!(
-        (reply.producer_offset, reply.consumer_offset, reply.lost),
+        (reply.producer_offset, reply.consumer_offset, reply.dropped),
         (16, 0, 0)
     );
     assert_eq!(stats(&device).wakeups, 1);
@@ -656,4 +662,84 @@ fn while_a_stop_joins_a_start_is_refused_and_a_second_stop_does_not_join() {
         Ok(1)
     );
     assert_eq!(*device.platform().started.lock().unwrap(), [2, 1]);
+}
+
+#[test]
+fn stats_name_the_mapping_process_and_count_what_was_consumed() {
+    let (device, _heap, _consumer) = device();
+    assert_eq!(stats(&device).mapping_process, 0);
+    map(&device, A);
+    for payload in [&b"one"[..], b"two", b"three"] {
+        write(&device, payload).unwrap();
+    }
+    device.ring().reserve(8).unwrap().discard();
+    page(&device, 0)[0].store(64, Ordering::Release);
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(64).as_bytes(),
+        1,
+    );
+    assert_eq!(result, Ok(Outcome::Pending));
+    let stats = stats(&device);
+    assert_eq!(
+        (stats.mapping_process, stats.consumed),
+        (4242, 3),
+        "the discard is not"
+    );
+    assert_eq!(stats.produced, 3);
+}
+
+#[test]
+fn only_a_privileged_handle_revokes_and_the_next_map_works() {
+    let (device, _heap, _consumer) = mapped_device();
+    write(&device, b"one").unwrap();
+    pend_query_at(&device, A, 16, 7);
+    let empty = EmptyRequest::new();
+    let before = stats(&device);
+    assert_eq!(
+        call(&device, B, Request::Revoke, empty.as_bytes(), 0).0,
+        Err(Status::AccessDenied)
+    );
+    assert_eq!(
+        stats(&device).as_bytes(),
+        before.as_bytes(),
+        "refused, nothing changed"
+    );
+    assert_eq!(
+        call(&device, ADMIN, Request::Revoke, empty.as_bytes(), 0).0,
+        Ok(Outcome::Done(0))
+    );
+    assert_eq!(
+        *device.platform().completed.lock().unwrap(),
+        [(7, Err(Status::Cancelled))],
+        "the holder's QUERY is cancelled"
+    );
+    assert_eq!(
+        call(
+            &device,
+            A,
+            Request::Query,
+            QueryRequest::new(0).as_bytes(),
+            8
+        )
+        .0,
+        Err(Status::AccessDenied),
+        "the former holder is no longer the mapping"
+    );
+    assert_eq!(
+        map(&device, B).consumer_offset,
+        16,
+        "where the holder returned space"
+    );
+    assert_eq!(
+        call(&device, ADMIN, Request::Revoke, empty.as_bytes(), 0).0,
+        Ok(Outcome::Done(0))
+    );
+    assert_eq!(
+        call(&device, ADMIN, Request::Revoke, empty.as_bytes(), 0).0,
+        Err(Status::InvalidDeviceState),
+        "nothing to revoke"
+    );
 }

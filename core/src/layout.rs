@@ -185,6 +185,8 @@ pub struct KernelPage {
     pub(crate) dropped: CacheLine<AtomicU64>,
     /// Records discarded (off the submit path: only discards write it).
     pub(crate) discarded: CacheLine<AtomicU64>,
+    /// Submitted records the validated consumer offset has passed (written once per walk).
+    pub(crate) consumed: CacheLine<AtomicU64>,
     /// The attached mapping, its consumer page and the hint walks in progress (see
     /// [`crate::mapping`]).
     pub(crate) mapping: CacheLine<crate::mapping::MappingGate>,

@@ -117,6 +117,7 @@ impl<H: Hooks> Ring<H> {
         kernel.armed.0.store(0, Ordering::Relaxed);
         kernel.dropped.0.store(0, Ordering::Relaxed);
         kernel.discarded.0.store(0, Ordering::Relaxed);
+        kernel.consumed.0.store(0, Ordering::Relaxed);
         kernel.mapping.0.attached.store(0, Ordering::Relaxed);
         kernel.mapping.0.walkers.store(0, Ordering::Relaxed);
         kernel.mapping.0.last_generation.store(0, Ordering::Relaxed);
@@ -246,6 +247,12 @@ impl<H: Hooks> Ring<H> {
     pub fn dropped(&self) -> u64 {
         // Relaxed: a statistic.
         self.placement.kernel().dropped.0.load(Ordering::Relaxed)
+    }
+
+    /// Submitted records whose space was returned (the validated offset passed them).
+    pub fn consumed(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.placement.kernel().consumed.0.load(Ordering::Relaxed)
     }
 
     /// Records discarded since the ring started (explicitly or by dropping a reservation).

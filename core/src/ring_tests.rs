@@ -429,7 +429,11 @@ fn a_cut_batch_returns_only_the_records_before_the_cut() {
     assert_eq!(consumer.position(), 32);
     assert_eq!(ring.consumer_page_offset(), 32);
     let offsets: Vec<u64> = consumer.batch().iter().map(|r| r.offset()).collect();
-    assert_eq!(offsets, [32, 48], "the rest comes again, from the record broken on");
+    assert_eq!(
+        offsets,
+        [32, 48],
+        "the rest comes again, from the record broken on"
+    );
 }
 
 #[test]
@@ -441,7 +445,11 @@ fn keep_first_zero_returns_only_the_discarded_records_before_the_first_kept() {
     assert_eq!(batch.len(), 1);
     batch.keep_first(0);
     drop(batch);
-    assert_eq!(consumer.position(), 16, "the discarded record's space goes back");
+    assert_eq!(
+        consumer.position(),
+        16,
+        "the discarded record's space goes back"
+    );
     let mut batch = consumer.batch();
     batch.keep_first(1);
     drop(batch);

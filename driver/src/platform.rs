@@ -9,8 +9,8 @@ use ringmap_core::device::{HandleId, NewMapping, Platform, ViewHandles};
 use wdk_sys::ntddk::{
     KeDelayExecutionThread, KeGetCurrentIrql, KeLowerIrql, KeQueryPerformanceCounter,
     KeWaitForSingleObject, KfRaiseIrql, ObCloseHandle, ObOpenObjectByPointer,
-    ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsTerminateSystemThread,
-    ZwClose,
+    ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsGetCurrentProcessId,
+    PsTerminateSystemThread, ZwClose,
 };
 use wdk_sys::{
     _KWAIT_REASON, _MODE, ACCESS_MASK, DISPATCH_LEVEL, HANDLE, KIRQL, KPROCESSOR_MODE,
@@ -215,7 +215,15 @@ unsafe impl Platform for KernelPlatform {
             },
             page_address: page.address(),
             page,
+            // SAFETY: no arguments; MAP runs in the caller's context (EvtIoInCallerContext),
+            // so this is the mapping process's id.
+            process_id: unsafe { PsGetCurrentProcessId() } as usize as u64,
         })
+    }
+
+    fn is_privileged(&self, _handle: HandleId) -> bool {
+        // The device's SDDL admits only SYSTEM and Administrators: every handle is elevated.
+        true
     }
 
     fn unmap_view(&self, _handle: HandleId, page: ConsumerPageSection) {

@@ -381,3 +381,40 @@ fn ctrl_c_of_tail_follow_then_tail_prints_no_record_twice() {
         "no record twice"
     );
 }
+
+#[test]
+fn an_administrator_revokes_a_stopped_holder_and_the_next_map_works() {
+    let server = TestDevice::start(64 << 10);
+    let holder = server.open();
+    let admin = server.open();
+    let next = server.open();
+    write_records(&holder, 10, 24);
+    let mut mapping = holder.map().expect("map");
+    mapping
+        .consumer()
+        .consume_while(4, |_| std::ops::ControlFlow::Continue(()));
+    assert_eq!(stats(&admin).mapping_process, u64::from(std::process::id()));
+    assert!(matches!(next.map(), Err(Error::AlreadyMapped)));
+    let revoke = ringmap(&server, &["revoke"])
+        .output()
+        .expect("ringmap revoke");
+    assert!(revoke.status.success(), "{revoke:?}");
+    assert!(String::from_utf8_lossy(&revoke.stdout).contains("revoked"));
+    let mut taken = next.map().expect("the next MAP works");
+    assert_eq!(
+        taken.consumer().position(),
+        4 * 32,
+        "where the holder returned space"
+    );
+    // The former holder is no longer the mapping: its QUERYs are refused.
+    assert!(matches!(
+        mapping.wait(Some(Duration::from_millis(10))),
+        Err(Error::Status(Status::AccessDenied))
+    ));
+    assert!(matches!(admin.revoke(), Ok(())));
+    assert!(matches!(
+        admin.revoke(),
+        Err(Error::Status(Status::InvalidDeviceState))
+    ));
+    drop(taken.consumer().batch());
+}

@@ -389,7 +389,7 @@ fn ioctl_codes_follow_ctl_code() {
     assert_eq!((Request::Map.ioctl() >> 14) & 3, abi::FILE_READ_ACCESS);
     assert_eq!((Request::Query.ioctl() >> 14) & 3, abi::FILE_READ_ACCESS);
     assert_eq!((Request::Write.ioctl() >> 14) & 3, abi::FILE_WRITE_ACCESS);
-    assert_eq!(Request::from_ioctl(ctl_code(0x22, 0x806, 0, 0)), None);
+    assert_eq!(Request::from_ioctl(ctl_code(0x22, 0x807, 0, 0)), None);
 
     // The INX's device type is the one in the codes.
     let (_, device_type) = hkr(&inx(), "DeviceType");
@@ -471,7 +471,7 @@ fn request_and_reply_sizes_are_fixed() {
     check::<QueryReply>(32);
     check::<WriteRequest>(16);
     check::<WriteReply>(16);
-    check::<StatsReply>(104);
+    check::<StatsReply>(120);
     check::<GenerateRequest>(32);
     check::<GenerateReply>(8);
     // The driver's local reply and input buffers are sized from these same structs.

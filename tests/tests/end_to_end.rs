@@ -65,7 +65,7 @@ fn run_generator(capacity: u64, producers: u32, payload: u32, rate: u64, per_pro
         )
         .expect("wait");
     if let Some(reply) = reply {
-        assert_eq!(reply.lost, after.dropped);
+        assert_eq!(reply.dropped, after.dropped);
     }
     assert_eq!(after.producer_offset, mapping.consumer().position());
 }
@@ -691,8 +691,8 @@ fn malformed_requests_get_their_status_and_change_nothing() {
             Status::BufferTooSmall,
         ),
         (
-            "unknown code 6",
-            6,
+            "unknown code 7",
+            7,
             empty.clone(),
             64,
             Status::InvalidDeviceRequest,
@@ -741,7 +741,9 @@ fn requests_after_the_server_dies_say_the_device_is_gone() {
 /// A well-formed request of `code` to mutate, if it is a known code.
 fn well_formed(code: u32) -> Option<Vec<u8>> {
     Some(match Request::from_code(code)? {
-        Request::Map | Request::Unmap | Request::Stats => EmptyRequest::new().as_bytes().to_vec(),
+        Request::Map | Request::Unmap | Request::Stats | Request::Revoke => {
+            EmptyRequest::new().as_bytes().to_vec()
+        }
         Request::Query => QueryRequest::new(0).as_bytes().to_vec(),
         Request::Write => [WriteRequest::new(4).as_bytes(), b"fuzz"].concat(),
         Request::Generate => Generate::stop().as_bytes().to_vec(),

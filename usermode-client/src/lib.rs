@@ -37,6 +37,7 @@
 //! consumer's process may still read the data it had mapped, as with a Linux BPF ringbuf
 //! mapping, but nothing it writes reaches the ring or the next consumer.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ringmap_core::abi::{
@@ -53,6 +54,7 @@ pub use ringmap_usersim::default_socket_path;
 
 /// What went wrong, as a sentence that says what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// There is no device to open.
     #[cfg_attr(
@@ -267,9 +269,18 @@ impl Device {
         Ok(parse_reply::<GenerateReply>(Request::Generate, &bytes)?.producers)
     }
 
+    /// REVOKE: takes the ring's mapping away from whichever handle holds it (a stopped
+    /// consumer would otherwise block every other), as if it had unmapped; the next MAP then
+    /// works. Only an administrator may (on Linux: the user who runs the device, or root).
+    pub fn revoke(&self) -> Result<(), Error> {
+        self.call(Request::Revoke, EmptyRequest::new().as_bytes(), 0)
+            .map(drop)
+    }
+
     /// Sends any request code with any input, for hostile-input tests: the reply's bytes, or
     /// [`Error::Status`] with the status the device answered. A MAP through here maps
     /// nothing (descriptors that come with it are closed).
+    #[doc(hidden)]
     pub fn raw_request(
         &self,
         code: u32,
@@ -306,6 +317,86 @@ impl Mapping<'_> {
     /// then).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<QueryReply>, Error> {
         self.device.wait(self.consumer.position(), timeout)
+    }
+
+    /// Hands every committed record, in order, to `each` until it breaks or none is left,
+    /// and returns the space of the records it handled (not of the one it broke on, which
+    /// the next call hands out again). Never waits. Returns how many records were handled:
+    /// libbpf's `ring_buffer__consume`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// use std::ops::ControlFlow;
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// let handled = mapping.consume(|record| {
+    ///     println!("{} bytes at {}", record.len(), record.offset());
+    ///     ControlFlow::Continue(())
+    /// });
+    /// # let _ = handled;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn consume(&mut self, each: impl FnMut(Record<'_>) -> ControlFlow<()>) -> usize {
+        self.consume_n(usize::MAX, each)
+    }
+
+    /// As [`consume`](Self::consume), with at most `max` records (libbpf's
+    /// `ring_buffer__consume_n`).
+    pub fn consume_n(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(Record<'_>) -> ControlFlow<()>,
+    ) -> usize {
+        let mut handled = 0;
+        while handled < max {
+            let mut stopped = false;
+            let n = self.consumer.consume_while(max - handled, |record| {
+                let flow = each(record);
+                stopped = flow.is_break();
+                flow
+            });
+            handled += n;
+            if stopped || n == 0 {
+                break;
+            }
+        }
+        handled
+    }
+
+    /// Waits up to `timeout` (`None`: for ever) until a record is committed at this
+    /// consumer's position, then consumes as [`consume`](Self::consume) does. Returns how
+    /// many records were handled, 0 if the timeout passed first (libbpf's
+    /// `ring_buffer__poll`). Returns the space handled so far to the device before it
+    /// waits, so producers never wait for a consumer that waits.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// use std::ops::ControlFlow;
+    /// use std::time::Duration;
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// loop {
+    ///     mapping.poll(Some(Duration::from_millis(100)), |record| {
+    ///         println!("{:?}", &record[..]);
+    ///         ControlFlow::Continue(())
+    ///     })?;
+    /// }
+    /// # }
+    /// ```
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        mut each: impl FnMut(Record<'_>) -> ControlFlow<()>,
+    ) -> Result<usize, Error> {
+        let handled = self.consume(&mut each);
+        if handled != 0 {
+            return Ok(handled);
+        }
+        match self.wait(timeout)? {
+            Some(_) => Ok(self.consume(each)),
+            None => Ok(0),
+        }
     }
 
     /// The device this mapping belongs to.

@@ -91,11 +91,22 @@ pub struct PendingQuery {
     id: u64,
 }
 
+/// The process and user at the other end of a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// Its process id.
+    pub pid: u64,
+    /// Its user id.
+    pub uid: u32,
+}
+
 /// The usersim [`Platform`]: the ring's memory, a std mutex, threads for the generator.
 pub struct Host {
     memory: RingMemory,
     /// The consumer page descriptor of a MAP whose reply is not sent yet, by handle.
     map_fds: Mutex<HashMap<HandleId, OwnedFd>>,
+    /// Who is at the other end of each connection (SO_PEERCRED when it was accepted).
+    peers: Mutex<HashMap<HandleId, Peer>>,
     lock: Mutex<()>,
     device: OnceLock<Weak<Device<Host>>>,
     producers: Mutex<Vec<JoinHandle<()>>>,
@@ -105,6 +116,16 @@ impl Host {
     /// The ring's memory.
     pub fn memory(&self) -> &RingMemory {
         &self.memory
+    }
+
+    /// Records who is at the other end of `handle`'s connection (at accept).
+    pub fn set_peer(&self, handle: HandleId, peer: Peer) {
+        lock(&self.peers).insert(handle, peer);
+    }
+
+    /// Forgets `handle`'s peer (its connection closed).
+    pub fn forget_peer(&self, handle: HandleId) {
+        lock(&self.peers).remove(&handle);
     }
 
     /// The consumer page descriptor of `handle`'s MAP that just succeeded, for its reply.
@@ -155,6 +176,7 @@ unsafe impl Platform for Host {
             },
             page_address: page.address(),
             page,
+            process_id: lock(&self.peers).get(&handle).map_or(0, |peer| peer.pid),
         })
     }
 
@@ -163,6 +185,13 @@ unsafe impl Platform for Host {
         // mapping, which reaches nobody now).
         lock(&self.map_fds).remove(&handle);
         drop(page);
+    }
+
+    /// The server's own user, or root: the user who ran `ringmap serve` owns the device.
+    fn is_privileged(&self, handle: HandleId) -> bool {
+        lock(&self.peers)
+            .get(&handle)
+            .is_some_and(|peer| peer.uid == 0 || peer.uid == rustix::process::geteuid().as_raw())
     }
 
     fn now_ns(&self) -> u64 {
@@ -220,6 +249,7 @@ pub fn new_device(capacity: Capacity) -> io::Result<Arc<Device<Host>>> {
     let host = Host {
         memory: RingMemory::new(capacity)?,
         map_fds: Mutex::new(HashMap::new()),
+        peers: Mutex::new(HashMap::new()),
         lock: Mutex::new(()),
         device: OnceLock::new(),
         producers: Mutex::new(Vec::new()),
@@ -430,6 +460,15 @@ fn skip(stream: &mut UnixStream, len: u64) -> io::Result<()> {
 fn serve_connection(shared: &Shared, connection: Arc<Connection>, mut stream: UnixStream) {
     let device = &shared.device;
     let handle = HandleId(connection.id);
+    if let Ok(credentials) = rustix::net::sockopt::socket_peercred(&stream) {
+        device.platform().set_peer(
+            handle,
+            Peer {
+                pid: credentials.pid.as_raw_nonzero().get() as u64,
+                uid: credentials.uid.as_raw(),
+            },
+        );
+    }
     // WRITE's header and a payload as large as the ring; anything longer is refused.
     let max_input = 16 + device.ring().capacity().as_u64();
     let mut input = Vec::new();
@@ -499,5 +538,6 @@ fn serve_connection(shared: &Shared, connection: Arc<Connection>, mut stream: Un
         }
     }
     device.close(handle);
+    device.platform().forget_peer(handle);
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }

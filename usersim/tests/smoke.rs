@@ -69,7 +69,7 @@ fn wait_pends_until_a_write() {
         .unwrap()
         .unwrap();
     assert!(reply.producer_offset > 0);
-    assert_eq!(reply.lost, 0);
+    assert_eq!(reply.dropped, 0);
     writer.join().unwrap();
     assert_eq!(
         mapping

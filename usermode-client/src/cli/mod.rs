@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod generate;
 mod interrupt;
+mod revoke;
 mod serve;
 mod stat;
 mod tail;
@@ -63,6 +64,9 @@ enum Command {
     Write(write::Args),
     /// Start or stop the device's built-in generator (GENERATE).
     Generate(generate::Args),
+    /// Take the ring's mapping away from whichever process holds it (a stopped consumer
+    /// blocks every other); only the device's owner (or root) may. The next MAP then works.
+    Revoke(revoke::Args),
     /// Measure records per second and wake latency against in-process baselines.
     Bench(bench::Args),
 }
@@ -100,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Stat(args) => stat::run(socket, args),
         Command::Write(args) => write::run(socket, args),
         Command::Generate(args) => generate::run(socket, args),
+        Command::Revoke(args) => revoke::run(socket, args),
         Command::Bench(args) => bench::run(socket, args),
     };
     match result {

@@ -82,6 +82,8 @@ pub fn to_json(stats: &StatsReply) -> serde_json::Value {
         "wakeups": stats.wakeups,
         "generator_producers": stats.generator_producers,
         "redelivered": stats.redelivered,
+        "consumed": stats.consumed,
+        "mapping_process": stats.mapping_process,
     })
 }
 
@@ -91,7 +93,14 @@ fn lines(stats: &StatsReply) -> String {
     let mut line = |name: &str, value: &dyn std::fmt::Display| {
         text.push_str(&format!("{name}: {value}\n"));
     };
-    line("mapped", &if stats.mapped != 0 { "yes" } else { "no" });
+    if stats.mapped != 0 {
+        line(
+            "mapped",
+            &format!("yes, by process {}", stats.mapping_process),
+        );
+    } else {
+        line("mapped", &"no");
+    }
     line("capacity", &stats.capacity);
     line("producer offset", &stats.producer_offset);
     line("reserve offset", &stats.reserve_offset);
@@ -102,6 +111,7 @@ fn lines(stats: &StatsReply) -> String {
         &stats.producer_offset.wrapping_sub(stats.consumer_offset),
     );
     line("produced", &stats.produced);
+    line("consumed", &stats.consumed);
     line("discarded", &stats.discarded);
     line("dropped", &stats.dropped);
     line("queries", &stats.queries);
