@@ -1,9 +1,9 @@
 //! The ring's memory in the host process.
 //!
 //! Two `memfd`s — the producer page and the data — sealed against shrinking, growing,
-//! further seals and (once the host has mapped them) new writers, mapped here as `[producer page | data | data]` (a `PROT_NONE` reservation,
-//! then `MAP_FIXED | MAP_SHARED` maps of each part, the data twice back to back so a record
-//! across the wrap reads contiguously). The kernel page is private anonymous memory: it is
+//! further seals and (once the host has mapped them) new writers, mapped here as `[producer
+//! page | data | data]` (a `PROT_NONE` reservation, then `MAP_FIXED | MAP_SHARED` maps of
+//! each part, the data twice back to back so a record across the wrap reads contiguously). The kernel page is private anonymous memory: it is
 //! never shared with a client. Each mapping's consumer page is a memfd of its own
 //! ([`crate::consumer_page`]).
 //!

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ringmap_core::Capacity;
-use ringmap_core::abi::Request;
-use ringmap_usersim::protocol::{MAP_FDS, ReplyHeader, RequestHeader};
+use ringmap_core::abi::{Request, Status, Wire};
+use ringmap_usersim::protocol::{GREETING_ID, MAP_FDS, ReplyHeader, RequestHeader};
 use ringmap_usersim::{Server, ServerConfig};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
@@ -32,9 +32,8 @@ fn socket_path(name: &str) -> PathBuf {
 
 fn server(name: &str, capacity: u64) -> Server {
     Server::start(ServerConfig {
-        socket_path: socket_path(name),
         capacity: Capacity::new(capacity).unwrap(),
-        ..ServerConfig::default()
+        ..ServerConfig::new(socket_path(name))
     })
     .unwrap()
 }
@@ -68,8 +67,24 @@ impl Raw {
         );
     }
 
-    /// One reply: header, body, descriptors.
+    /// One reply (the greeting skipped): header, body, descriptors.
     fn receive(&mut self) -> (ReplyHeader, Vec<u8>, Vec<OwnedFd>) {
+        loop {
+            let reply = self.receive_any();
+            if reply.0.id != GREETING_ID {
+                return reply;
+            }
+            assert_eq!(
+                reply.0.status,
+                0,
+                "refused: {}",
+                String::from_utf8_lossy(&reply.1)
+            );
+        }
+    }
+
+    /// One message: header, body, descriptors.
+    fn receive_any(&mut self) -> (ReplyHeader, Vec<u8>, Vec<OwnedFd>) {
         let mut fds = Vec::new();
         let mut header = [0u8; ReplyHeader::SIZE];
         self.receive_exact(&mut header, &mut fds);
@@ -216,4 +231,271 @@ fn read_only_descriptors_stay_read_only() {
             assert!(ok, "as nobody, a read-only descriptor became writable");
         }
     }
+}
+
+/// A server in a child process (this test binary again, running `test` in the child role),
+/// so that its descriptors and memory are its own.
+struct ChildServer {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl ChildServer {
+    fn start(test: &str, capacity: u64, nofile: u64) -> ChildServer {
+        let path = socket_path("child");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env("RINGMAP_HOSTILE_SERVE", &path)
+            .env("RINGMAP_HOSTILE_CAPACITY", capacity.to_string())
+            .env("RINGMAP_HOSTILE_NOFILE", nofile.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+                "the child server ended before it was ready"
+            );
+            if line.contains("RINGMAP-CHILD-READY") {
+                break;
+            }
+        }
+        // Keep reading what the child prints, so it never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        ChildServer { child, path }
+    }
+
+    /// Its resident memory, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn connect(&self) -> Raw {
+        Raw {
+            stream: UnixStream::connect(&self.path).unwrap(),
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The child's half of [`ChildServer`]: serves until its standard input ends.
+fn as_server_child() -> bool {
+    let Some(path) = std::env::var_os("RINGMAP_HOSTILE_SERVE") else {
+        return false;
+    };
+    let nofile: u64 = std::env::var("RINGMAP_HOSTILE_NOFILE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let capacity: u64 = std::env::var("RINGMAP_HOSTILE_CAPACITY")
+        .unwrap()
+        .parse()
+        .unwrap();
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(nofile),
+            maximum: Some(nofile),
+        },
+    )
+    .unwrap();
+    let server = server_at(PathBuf::from(path), capacity);
+    println!("\nRINGMAP-CHILD-READY");
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    drop(server);
+    true
+}
+
+fn server_at(path: PathBuf, capacity: u64) -> Server {
+    Server::start(ServerConfig {
+        capacity: Capacity::new(capacity).unwrap(),
+        ..ServerConfig::new(path)
+    })
+    .unwrap()
+}
+
+fn stats_produced(raw: &mut Raw, id: u64) -> (u32, u64) {
+    raw.request(Request::Stats, id, &empty_request(), 4096);
+    let (header, body, _) = raw.receive();
+    assert_eq!(header.id, id);
+    let produced = if header.status == 0 {
+        let stats = ringmap_core::abi::StatsReply::read_prefix(&body).unwrap();
+        stats.produced
+    } else {
+        u64::MAX
+    };
+    (header.status, produced)
+}
+
+fn write_request(payload: &[u8]) -> Vec<u8> {
+    let mut input = Vec::new();
+    input.extend_from_slice(&16u32.to_le_bytes());
+    input.extend_from_slice(&0u32.to_le_bytes());
+    input.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    input.extend_from_slice(payload);
+    input
+}
+
+#[test]
+fn a_non_zero_reserved_field_is_refused_and_nothing_stored() {
+    let server = server("reserved", 1 << 16);
+    let mut raw = Raw::connect(&server);
+    let input = write_request(b"forged");
+    raw.send(
+        RequestHeader {
+            code: Request::Write as u32,
+            input_len: input.len() as u32,
+            id: 5,
+            output_len: 64,
+            reserved: 0xFFFF_FFFF,
+        },
+        &input,
+    );
+    let (header, _, _) = raw.receive();
+    assert_eq!(header.id, 5);
+    assert_eq!(header.status, Status::InvalidParameter.ntstatus());
+    assert_eq!(stats_produced(&mut raw, 6), (0, 0));
+    // The same request with reserved = 0 is stored: only the field made the difference.
+    raw.request(Request::Write, 7, &input, 64);
+    assert_eq!(raw.receive().0.status, 0);
+    assert_eq!(stats_produced(&mut raw, 8), (0, 1));
+}
+
+#[test]
+fn a_client_that_does_not_read_loses_nothing_and_holds_up_no_one() {
+    let server = server("stuck", 1 << 16);
+    let mut stuck = Raw::connect(&server);
+    // A QUERY that pends (nothing written yet)...
+    let mut query = Vec::new();
+    query.extend_from_slice(&16u32.to_le_bytes());
+    query.extend_from_slice(&0u32.to_le_bytes());
+    query.extend_from_slice(&0u64.to_le_bytes());
+    stuck.request(Request::Query, 1, &query, 4096);
+    // ...then far more STATS replies than its socket holds, none of them read yet.
+    const FLOOD: u64 = 20_000;
+    let mut flood = Vec::new();
+    for id in 0..FLOOD {
+        flood.extend_from_slice(
+            &RequestHeader {
+                code: Request::Stats as u32,
+                input_len: 8,
+                id: 100 + id,
+                output_len: 4096,
+                reserved: 0,
+            }
+            .to_bytes(),
+        );
+        flood.extend_from_slice(&empty_request());
+    }
+    let mut writer = stuck.stream.try_clone().unwrap();
+    let flooding = std::thread::spawn(move || writer.write_all(&flood).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Another client's WRITE completes the stuck client's QUERY: it returns, and more
+    // requests of others are served meanwhile.
+    let started = std::time::Instant::now();
+    let mut other = Raw::connect(&server);
+    other.request(Request::Write, 1, &write_request(b"wake"), 64);
+    assert_eq!(other.receive().0.status, 0);
+    for id in 2..10 {
+        assert_eq!(stats_produced(&mut other, id).0, 0);
+    }
+    println!(
+        "another client's WRITE and 8 STATS took {:?} while one client read nothing",
+        started.elapsed()
+    );
+    // Now the stuck client reads: every reply is there, the QUERY's among them.
+    let (mut stats, mut query_status) = (0, None);
+    while stats < FLOOD || query_status.is_none() {
+        let (header, _, _) = stuck.receive();
+        if header.id == 1 {
+            query_status = Some(header.status);
+        } else {
+            assert_eq!(header.status, 0);
+            stats += 1;
+        }
+    }
+    flooding.join().unwrap();
+    assert_eq!(query_status, Some(0));
+}
+
+#[test]
+fn half_sent_writes_do_not_grow_the_server() {
+    if as_server_child() {
+        return;
+    }
+    const ANNOUNCED: u32 = 32 << 20;
+    let server = ChildServer::start("half_sent_writes_do_not_grow_the_server", 32 << 20, 1024);
+    let before = server.rss_kib();
+    let mut clients = Vec::new();
+    for id in 0..8 {
+        let mut raw = server.connect();
+        raw.send(
+            RequestHeader {
+                code: Request::Write as u32,
+                input_len: ANNOUNCED,
+                id,
+                output_len: 64,
+                reserved: 0,
+            },
+            &write_request(&[7; 1000])[..1016],
+        );
+        clients.push(raw);
+    }
+    // The server is still there and answers others.
+    let mut other = server.connect();
+    assert_eq!(stats_produced(&mut other, 1), (0, 0));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let grown = server.rss_kib().saturating_sub(before);
+    println!("8 half-sent WRITEs announcing 32 MiB each grew the server by {grown} KiB");
+    assert!(grown < 32 << 10, "the server grew by {grown} KiB");
+}
+
+#[test]
+fn a_thousand_idle_connections_at_1024_descriptors_leave_room_for_one_more() {
+    if as_server_child() {
+        return;
+    }
+    let want = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if want.maximum.is_some_and(|max| max < 1100) {
+        println!("skipped: this test needs 1,100 descriptors of its own");
+        return;
+    }
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: want.maximum,
+            maximum: want.maximum,
+        },
+    )
+    .unwrap();
+    let server = ChildServer::start(
+        "a_thousand_idle_connections_at_1024_descriptors_leave_room_for_one_more",
+        1 << 16,
+        1024,
+    );
+    let idle: Vec<Raw> = (0..1000).map(|_| server.connect()).collect();
+    let mut one_more = server.connect();
+    one_more
+        .stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(stats_produced(&mut one_more, 1), (0, 0));
+    // And the idle ones were all let in.
+    let mut last = idle.into_iter().last().unwrap();
+    assert_eq!(stats_produced(&mut last, 1), (0, 0));
 }
