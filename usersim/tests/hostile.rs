@@ -499,3 +499,275 @@ fn a_thousand_idle_connections_at_1024_descriptors_leave_room_for_one_more() {
     let mut last = idle.into_iter().last().unwrap();
     assert_eq!(stats_produced(&mut last, 1), (0, 0));
 }
+
+fn config(name: &str) -> ServerConfig {
+    ServerConfig {
+        capacity: Capacity::new(1 << 16).unwrap(),
+        ..ServerConfig::new(socket_path(name))
+    }
+}
+
+#[test]
+fn connections_beyond_the_cap_are_refused_with_a_sentence() {
+    let server = Server::start(ServerConfig {
+        max_connections: 2,
+        ..config("cap")
+    })
+    .unwrap();
+    let first = ringmap_client::Device::open_at(server.socket_path()).unwrap();
+    let _second = ringmap_client::Device::open_at(server.socket_path()).unwrap();
+    let refused = ringmap_client::Device::open_at(server.socket_path()).unwrap_err();
+    let sentence = refused.to_string();
+    println!("{sentence}");
+    assert!(
+        sentence.contains("serves 2 connections, its limit"),
+        "{sentence}"
+    );
+    // The connections in are served as before.
+    assert_eq!(first.stats().unwrap().produced, 0);
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let server = Server::start(ServerConfig {
+        idle_timeout: std::time::Duration::from_millis(100),
+        ..config("idle")
+    })
+    .unwrap();
+    let mut idle = Raw::connect(&server);
+    // The greeting, then the end (no timing asserted: only that it ends).
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut idle.stream, &mut got).unwrap();
+    assert_eq!(got.len(), ReplyHeader::SIZE);
+    // A half-sent request is no shield.
+    let mut half = Raw::connect(&server);
+    half.stream.write_all(&[1, 0, 0]).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut half.stream, &mut got).unwrap();
+    assert_eq!(got.len(), ReplyHeader::SIZE);
+}
+
+/// Runs `test` again as nobody, in the child role `role`; `None` if not root (skipped).
+fn as_nobody(test: &str, role: &str, env: &[(&str, &str)]) -> Option<std::process::Output> {
+    if !rustix::process::getuid().is_root() {
+        println!("skipped: {test} needs root to run a client as nobody");
+        return None;
+    }
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("RINGMAP_HOSTILE_ROLE", role)
+        .uid(NOBODY)
+        .gid(NOBODY);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Some(command.output().unwrap())
+}
+
+fn role() -> Option<String> {
+    std::env::var("RINGMAP_HOSTILE_ROLE").ok()
+}
+
+/// A directory nobody may enter (mode 0755), for sockets an unprivileged child reaches.
+fn open_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringmap-hostile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&dir).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    dir
+}
+
+#[test]
+fn other_users_are_refused_unless_in_the_group() {
+    const TEST: &str = "other_users_are_refused_unless_in_the_group";
+    if role().as_deref() == Some("client") {
+        let path = std::env::var("RINGMAP_HOSTILE_PATH").unwrap();
+        match ringmap_client::Device::open_at(std::path::Path::new(&path)) {
+            Ok(device) => {
+                let produced = device.stats().unwrap().produced;
+                println!("RINGMAP-CHILD: admitted, produced {produced}");
+            }
+            Err(error) => println!("RINGMAP-CHILD: refused: {error}"),
+        }
+        return;
+    }
+    let dir = open_dir("group");
+    for (group, admitted) in [(None, false), (Some(NOBODY), true)] {
+        let server = Server::start(ServerConfig {
+            group,
+            ..config("group")
+        })
+        .unwrap();
+        let path = dir.join(if admitted { "in.sock" } else { "out.sock" });
+        std::fs::rename(server.socket_path(), &path).unwrap();
+        // Anyone may reach the socket: only the server's own check stands in the way.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let Some(output) = as_nobody(
+            TEST,
+            "client",
+            &[("RINGMAP_HOSTILE_PATH", path.to_str().unwrap())],
+        ) else {
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        println!("group {group:?}: {stdout}");
+        if admitted {
+            assert!(stdout.contains("RINGMAP-CHILD: admitted"), "{stdout}");
+        } else {
+            assert!(
+                stdout.contains("RINGMAP-CHILD: refused") && stdout.contains("permission denied"),
+                "{stdout}"
+            );
+        }
+        std::fs::rename(&path, server.socket_path()).unwrap();
+    }
+}
+
+#[test]
+fn the_client_tells_a_server_of_another_user_nothing() {
+    const TEST: &str = "the_client_tells_a_server_of_another_user_nothing";
+    if role().as_deref() == Some("squatter") {
+        // Listens where the victim looks, and reports what it hears.
+        let path = std::env::var("RINGMAP_HOSTILE_PATH").unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        println!("RINGMAP-CHILD-READY");
+        let (mut stream, _) = listener.accept().unwrap();
+        // Greets like a server would, then listens.
+        // (The client may have gone already.)
+        let _ = stream.write_all(&ReplyHeader::default().to_bytes());
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut heard = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut heard);
+        println!("RINGMAP-CHILD: heard {} bytes", heard.len());
+        return;
+    }
+    if !rustix::process::getuid().is_root() {
+        println!("skipped: {TEST} needs root to run a squatter as nobody");
+        return;
+    }
+    let dir = open_dir("squat");
+    let path = dir.join("ringmap.sock");
+    let mut squatter = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env("RINGMAP_HOSTILE_ROLE", "squatter")
+        .env("RINGMAP_HOSTILE_PATH", &path)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(squatter.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("RINGMAP-CHILD-READY") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+    }
+    let result = ringmap_client::Device::open_at(&path).and_then(|device| device.write(b"secret"));
+    let error = result
+        .expect_err("the client talked to a squatter")
+        .to_string();
+    println!("{error}");
+    assert!(
+        error.contains("permission denied") && error.contains("uid 65534"),
+        "{error}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    squatter.wait().unwrap();
+    assert!(rest.contains("RINGMAP-CHILD: heard 0 bytes"), "{rest}");
+}
+
+#[test]
+fn an_existing_file_is_never_replaced() {
+    let path = socket_path("file");
+    std::fs::write(&path, b"precious").unwrap();
+    let error = Server::start(ServerConfig::new(path.clone()))
+        .err()
+        .expect("a server replaced a regular file");
+    println!("{error}");
+    assert!(error.to_string().contains("is not a socket"), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn the_default_socket_lies_in_a_private_directory() {
+    const TEST: &str = "the_default_socket_lies_in_a_private_directory";
+    if role().as_deref() == Some("default") {
+        let path = ringmap_usersim::default_socket_path();
+        match Server::start(ServerConfig::default()) {
+            Ok(server) => {
+                use std::os::unix::fs::PermissionsExt;
+                let dir = path.parent().unwrap();
+                let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+                println!(
+                    "RINGMAP-CHILD: listening at {}, directory mode {mode:o}",
+                    path.display()
+                );
+                drop(server);
+            }
+            Err(error) => println!("RINGMAP-CHILD: refused: {error}"),
+        }
+        return;
+    }
+    let tmp = open_dir("default");
+    let run = || {
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env("RINGMAP_HOSTILE_ROLE", "default")
+            .env("TMPDIR", &tmp)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("RINGMAP_SOCKET")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    let private = tmp.join(format!("ringmap-{uid}"));
+    let out = run();
+    println!("{out}");
+    assert!(
+        out.contains(&format!(
+            "listening at {}, directory mode 700",
+            private.join("ringmap.sock").display()
+        )),
+        "{out}"
+    );
+    // A directory others may enter, or someone else's, is refused.
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = run();
+    println!("{out}");
+    assert!(
+        out.contains("refused") && out.contains("mode 0777"),
+        "{out}"
+    );
+    if rustix::process::getuid().is_root() {
+        std::fs::set_permissions(
+            &private,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(&private, Some(NOBODY), Some(NOBODY)).unwrap();
+        let out = run();
+        println!("{out}");
+        assert!(
+            out.contains("refused") && out.contains("belongs to uid 65534"),
+            "{out}"
+        );
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
