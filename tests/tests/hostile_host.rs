@@ -15,7 +15,7 @@ fn serve_removes_its_socket_on_sigint_and_sigterm() {
     for signal in ["INT", "TERM"] {
         let dir = TempDir::new("serve-signal");
         let socket = dir.path().join("ringmap.sock");
-        let mut serve = Command::new(ringmap_binary())
+        let serve = Command::new(ringmap_binary())
             .arg("--socket")
             .arg(&socket)
             .arg("serve")
