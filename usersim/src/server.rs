@@ -712,12 +712,14 @@ impl Loop {
                         }
                     }
                     id => {
-                        if flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP) {
-                            self.close(id);
-                            continue;
-                        }
+                        // Input first, even with a hang-up: what the client sent before it
+                        // went is served (the read sees the end and closes the connection).
                         if flags.contains(epoll::EventFlags::IN) {
                             self.read(id);
+                        } else if flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP)
+                        {
+                            self.close(id);
+                            continue;
                         }
                         if flags.contains(epoll::EventFlags::OUT) {
                             self.flush(id);
@@ -838,7 +840,7 @@ impl Loop {
             if let Some(remaining) = client.framer.body_remaining() {
                 // What the buffer may grow to: the free allowance, plus what is charged to
                 // it already, plus what is left of the budget.
-                limit = FREE_INPUT + client.charged + (self.budget - self.budget_used);
+                limit = FREE_INPUT + client.charged + self.budget.saturating_sub(self.budget_used);
                 let may_take = limit.saturating_sub(client.framer.body_len());
                 if may_take == 0 {
                     if !client.starved {
