@@ -380,7 +380,11 @@ fn a_non_zero_reserved_field_is_refused_and_nothing_stored() {
 fn a_client_that_does_not_read_loses_nothing_and_holds_up_no_one() {
     let server = server("stuck", 1 << 16);
     let mut stuck = Raw::connect(&server);
-    // A QUERY that pends (nothing written yet)...
+    // The consumer (only the mapping's handle may QUERY)...
+    stuck.request(Request::Map, 50, &empty_request(), 4096);
+    let (header, _, fds) = stuck.receive();
+    assert_eq!((header.id, header.status, fds.len()), (50, 0, MAP_FDS));
+    // ...a QUERY that pends (nothing written yet)...
     let mut query = Vec::new();
     query.extend_from_slice(&16u32.to_le_bytes());
     query.extend_from_slice(&0u32.to_le_bytes());
