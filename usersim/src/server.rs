@@ -480,6 +480,10 @@ fn check_peer(stream: &UnixStream, group: Option<u32>) -> Result<(), String> {
             "permission denied: this ringmap device serves uid {me}, root and the members of \
              group {gid}; uid {uid} is none of them"
         ),
+        None if me == 0 => format!(
+            "permission denied: this ringmap device serves root only, not uid {uid} (its owner \
+             can allow a group with `ringmap serve --group`)"
+        ),
         None => format!(
             "permission denied: this ringmap device serves uid {me} and root only, not uid \
              {uid} (its owner can allow a group with `ringmap serve --group`)"
