@@ -631,6 +631,7 @@ fn other_users_are_refused_unless_in_the_group() {
         }
         std::fs::rename(&path, server.socket_path()).unwrap();
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -689,6 +690,7 @@ fn the_client_tells_a_server_of_another_user_nothing() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     squatter.wait().unwrap();
     assert!(rest.contains("RINGMAP-CHILD: heard 0 bytes"), "{rest}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
