@@ -9,9 +9,11 @@
 //!   socket that carries requests ([`protocol`]); MAP replies carry the descriptors with
 //!   `SCM_RIGHTS`.
 //! - [`protocol`]: the framing of requests and replies, shared with the client.
+//! - [`framing`]: cutting a connection's bytes into requests as they arrive.
 #![cfg(target_os = "linux")]
 
 pub mod consumer_page;
+pub mod framing;
 pub mod protocol;
 pub mod ring;
 pub mod server;

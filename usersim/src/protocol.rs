@@ -11,10 +11,17 @@
 //! its one reply come at once (`STATUS_CANCELLED`, unless the completion won the race). A
 //! CANCEL gets no reply of its own.
 //!
+//! On connecting, before sending anything, the client checks the server's credentials
+//! (`SO_PEERCRED`: its own user, or root) and reads the server's greeting: a [`ReplyHeader`]
+//! with id [`GREETING_ID`], status 0 if the connection is accepted, else [`REFUSED_ACCESS`]
+//! or [`REFUSED_BUSY`] followed by `len` bytes of a sentence saying why (then the server
+//! closes the connection).
+//!
 //! A stream rather than `SOCK_SEQPACKET`: WRITE payloads may be as large as the ring (up to
 //! 1 GiB), more than one socket message can hold; the header carries the lengths instead.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 /// The message code that cancels a pending QUERY (outside the range of request codes).
 pub const CODE_CANCEL: u32 = 0x0000_CA9C;
@@ -22,6 +29,18 @@ pub const CODE_CANCEL: u32 = 0x0000_CA9C;
 /// The most reply bytes a request gets (every reply struct is smaller); a larger
 /// `output_len` is cut to this.
 pub const MAX_OUTPUT: u32 = 4096;
+
+/// The id of the greeting the server sends first on every connection (clients number their
+/// requests from 1).
+pub const GREETING_ID: u64 = 0;
+
+/// The greeting's status when the client's user may not use this device
+/// (`STATUS_ACCESS_DENIED`).
+pub const REFUSED_ACCESS: u32 = 0xC000_0022;
+
+/// The greeting's status when the server has as many connections as it takes
+/// (`STATUS_INSUFFICIENT_RESOURCES`).
+pub const REFUSED_BUSY: u32 = 0xC000_009A;
 
 /// How many descriptors travel with a MAP reply.
 pub const MAP_FDS: usize = 3;
@@ -111,7 +130,8 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Where a usersim device listens unless told otherwise: `$RINGMAP_SOCKET`, else
-/// `$XDG_RUNTIME_DIR/ringmap.sock`, else `/tmp/ringmap-$UID.sock`.
+/// `$XDG_RUNTIME_DIR/ringmap.sock`, else `ringmap.sock` in [`private_dir`] (which the server
+/// creates, mode 0700).
 pub fn default_socket_path() -> PathBuf {
     if let Some(path) = std::env::var_os("RINGMAP_SOCKET").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
@@ -119,10 +139,64 @@ pub fn default_socket_path() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
         return PathBuf::from(dir).join("ringmap.sock");
     }
-    PathBuf::from(format!(
-        "/tmp/ringmap-{}.sock",
-        rustix::process::getuid().as_raw()
-    ))
+    private_dir().join("ringmap.sock")
+}
+
+/// The directory of the default socket without `$XDG_RUNTIME_DIR`: `ringmap-$UID` in the
+/// temporary directory (`$TMPDIR`, else `/tmp`). Only its owner may enter it: a socket in a
+/// shared directory could be squatted by another user listening there first.
+pub fn private_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ringmap-{}", rustix::process::geteuid().as_raw()))
+}
+
+/// Makes sure `dir` is a directory of this user that no one else may enter: creates it with
+/// mode 0700 if it does not exist; refuses, with a sentence, one that is not a directory,
+/// belongs to someone else, or lets group or others in.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(error) => {
+            return Err(io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot create the socket directory {}: {error}",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    // `symlink_metadata`: a symbolic link planted there by someone else is refused, not
+    // followed.
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "permission denied: the socket directory {} {why}; remove it (or set \
+                 XDG_RUNTIME_DIR or --socket) and try again",
+                dir.display()
+            ),
+        ))
+    };
+    if !meta.is_dir() {
+        return refuse("is not a directory".into());
+    }
+    if meta.uid() != me {
+        return refuse(format!(
+            "belongs to uid {}, not to you (uid {me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return refuse(format!(
+            "has mode {mode:04o}: others may enter it, only its owner should (0700)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

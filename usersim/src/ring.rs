@@ -1,14 +1,17 @@
 //! The ring's memory in the host process.
 //!
-//! Two `memfd`s — the producer page and the data — sealed against shrinking, growing and
-//! further seals, mapped here as `[producer page | data | data]` (a `PROT_NONE` reservation,
-//! then `MAP_FIXED | MAP_SHARED` maps of each part, the data twice back to back so a record
-//! across the wrap reads contiguously). The kernel page is private anonymous memory: it is
+//! Two `memfd`s — the producer page and the data — sealed against shrinking, growing,
+//! further seals and (once the host has mapped them) new writers, mapped here as `[producer
+//! page | data | data]` (a `PROT_NONE` reservation, then `MAP_FIXED | MAP_SHARED` maps of
+//! each part, the data twice back to back so a record across the wrap reads contiguously). The kernel page is private anonymous memory: it is
 //! never shared with a client. Each mapping's consumer page is a memfd of its own
 //! ([`crate::consumer_page`]).
 //!
 //! The client gets read-only descriptors of the producer page and the data, opened again
 //! through `/proc/self/fd/N` with `O_RDONLY`, with the MAP reply, besides its consumer page.
+//! Once the host has mapped them, the producer page and the data are sealed with
+//! `F_SEAL_FUTURE_WRITE` and their mode is cleared: no descriptor of them — reopened with
+//! `O_RDWR` by root, say — can make a writable mapping, `mprotect` one, or `write(2)`.
 
 use std::ffi::c_void;
 use std::io;
@@ -38,13 +41,24 @@ unsafe impl Send for RingMemory {}
 // SAFETY: as for `Send`; `&RingMemory` only hands out addresses and descriptors.
 unsafe impl Sync for RingMemory {}
 
-fn sealed_memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
+/// A memfd of `len` bytes sealed against shrinking and growing, that only its owner may open
+/// again by path (`/proc/<pid>/fd/N`; memfds start with mode 0777).
+fn unsealed_memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, len)?;
-    // F_SEAL_SEAL too: a client must not add seals (F_SEAL_FUTURE_WRITE would stop the next
-    // consumer from mapping its page writable).
-    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+    rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW)?;
     Ok(fd)
+}
+
+/// Seals `fd` against any new writable mapping or `write(2)` through any descriptor of it,
+/// however opened: only mappings made before (the host's) can write it. F_SEAL_SEAL too (a
+/// client must not add or remove seals), and its mode cleared: no one but root may open it
+/// again by path (and root gets no write access through the reopened descriptor either).
+fn seal_writes(fd: &OwnedFd) -> io::Result<()> {
+    rustix::fs::fcntl_add_seals(fd, SealFlags::FUTURE_WRITE | SealFlags::SEAL)?;
+    rustix::fs::fchmod(fd, Mode::empty())?;
+    Ok(())
 }
 
 fn read_only(fd: &OwnedFd) -> io::Result<OwnedFd> {
@@ -135,14 +149,23 @@ pub unsafe fn map_view(
 impl RingMemory {
     /// Allocates and maps an empty ring of `capacity` bytes.
     pub fn new(capacity: Capacity) -> io::Result<RingMemory> {
-        let producer_page = sealed_memfd("ringmap-producer", PAGE_SIZE as u64)?;
-        let data = sealed_memfd("ringmap-data", capacity.as_u64())?;
+        let producer_page = unsealed_memfd("ringmap-producer", PAGE_SIZE as u64)?;
+        let data = unsealed_memfd("ringmap-data", capacity.as_u64())?;
         let producer_page_ro = read_only(&producer_page)?;
         let data_ro = read_only(&data)?;
         let rw = ProtFlags::READ | ProtFlags::WRITE;
         // SAFETY: `map_view` makes a new reservation.
         let (view, view_len) =
             unsafe { map_view(capacity, None, producer_page.as_fd(), data.as_fd(), rw)? };
+        // After the host's writable mapping: from now on nobody can write the producer page
+        // or the data except through it (not a client reopening its read-only descriptor
+        // with O_RDWR, not `mprotect`, not `write(2)`).
+        let sealed = seal_writes(&producer_page).and_then(|()| seal_writes(&data));
+        if let Err(error) = sealed {
+            // SAFETY: the view was mapped above and nothing references it yet.
+            let _ = unsafe { rustix::mm::munmap(view.cast(), view_len) };
+            return Err(error);
+        }
         // SAFETY: a new private anonymous page at an address the kernel picks.
         let kernel_page = match unsafe {
             rustix::mm::mmap_anonymous(ptr::null_mut(), PAGE_SIZE, rw, MapFlags::PRIVATE)

@@ -17,8 +17,8 @@ fn server(capacity: u64) -> Server {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     Server::start(ServerConfig {
-        socket_path: path,
         capacity: Capacity::new(capacity).unwrap(),
+        ..ServerConfig::new(path)
     })
     .unwrap()
 }

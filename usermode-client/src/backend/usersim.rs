@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use ringmap_core::abi::{MapReply, Request, Status};
 use ringmap_core::{Capacity, PAGE_SIZE};
-use ringmap_usersim::protocol::{CODE_CANCEL, MAP_FDS, ReplyHeader, RequestHeader};
+use ringmap_usersim::protocol::{
+    CODE_CANCEL, GREETING_ID, MAP_FDS, REFUSED_ACCESS, REFUSED_BUSY, ReplyHeader, RequestHeader,
+};
 use rustix::event::{PollFd, PollFlags};
 use rustix::mm::ProtFlags;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags};
@@ -20,6 +22,9 @@ use crate::Error;
 pub(crate) fn monotonic_ns() -> u64 {
     ringmap_usersim::server::now_ns()
 }
+
+/// How long a new connection waits for the server's greeting.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection to a usersim device: one handle.
 pub(crate) struct Handle {
@@ -50,6 +55,9 @@ impl Handle {
         Handle::open_at(&ringmap_usersim::default_socket_path())
     }
 
+    /// Connects to the device at `path`: checks that the server runs as this user or root
+    /// (`SO_PEERCRED`) before sending anything, then reads its greeting (a refusal: too
+    /// many connections, or this user not allowed).
     pub(crate) fn open_at(path: &Path) -> Result<Handle, Error> {
         let stream = UnixStream::connect(path).map_err(|error| match error.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::NoDevice {
@@ -63,10 +71,70 @@ impl Handle {
                 format!("cannot connect to {}: {error}", path.display()),
             )),
         })?;
-        Ok(Handle {
+        let server = rustix::net::sockopt::socket_peercred(&stream).map_err(|errno| {
+            Error::Io(io::Error::new(
+                io::Error::from(errno).kind(),
+                format!(
+                    "cannot read the credentials of the server at {}: {errno}",
+                    path.display()
+                ),
+            ))
+        })?;
+        let me = rustix::process::geteuid();
+        if server.uid != me && !server.uid.is_root() {
+            // Someone else listens there (a squatter): tell it nothing.
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "permission denied: the server at {} runs as uid {}, neither you (uid {}) \
+                     nor root; refusing to talk to it",
+                    path.display(),
+                    server.uid.as_raw(),
+                    me.as_raw()
+                ),
+            )));
+        }
+        let handle = Handle {
             stream,
             next_id: Cell::new(1),
-        })
+        };
+        if !handle.readable_within(GREETING_TIMEOUT)? {
+            return Err(Error::Protocol(format!(
+                "the server at {} sent no greeting within {} s",
+                path.display(),
+                GREETING_TIMEOUT.as_secs()
+            )));
+        }
+        let greeting = handle.receive()?;
+        if greeting.header.id != GREETING_ID {
+            return Err(Error::Protocol(format!(
+                "the server at {} began with a reply to request {}, not its greeting",
+                path.display(),
+                greeting.header.id
+            )));
+        }
+        let why = String::from_utf8_lossy(&greeting.body).into_owned();
+        match greeting.header.status {
+            0 => Ok(handle),
+            REFUSED_ACCESS => Err(Error::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the device at {} refused the connection: {why}",
+                    path.display()
+                ),
+            ))),
+            REFUSED_BUSY => Err(Error::Io(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "the device at {} refused the connection: {why}",
+                    path.display()
+                ),
+            ))),
+            status => Err(Error::Protocol(format!(
+                "the server at {} refused the connection with status 0x{status:08X}: {why}",
+                path.display()
+            ))),
+        }
     }
 
     fn send(&self, code: u32, id: u64, input: &[u8], output_len: usize) -> Result<(), Error> {
