@@ -91,6 +91,10 @@ pub enum Error {
         /// The socket or device path.
         path: std::path::PathBuf,
     },
+    /// The device (or what listens where it should be) refused to talk: the sentence says
+    /// why and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// MAP refused: another handle has the ring mapped.
     #[error("the ring is already mapped by another process: stop the other consumer first")]
     AlreadyMapped,

@@ -83,15 +83,12 @@ impl Handle {
         let me = rustix::process::geteuid();
         if server.uid != me && !server.uid.is_root() {
             // Someone else listens there (a squatter): tell it nothing.
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "permission denied: the server at {} runs as uid {}, neither you (uid {}) \
-                     nor root; refusing to talk to it",
-                    path.display(),
-                    server.uid.as_raw(),
-                    me.as_raw()
-                ),
+            return Err(Error::Refused(format!(
+                "permission denied: the server at {} runs as uid {}, neither you (uid {}) nor \
+                 root; refusing to talk to it",
+                path.display(),
+                server.uid.as_raw(),
+                me.as_raw()
             )));
         }
         let handle = Handle {
@@ -116,19 +113,9 @@ impl Handle {
         let why = String::from_utf8_lossy(&greeting.body).into_owned();
         match greeting.header.status {
             0 => Ok(handle),
-            REFUSED_ACCESS => Err(Error::Io(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "the device at {} refused the connection: {why}",
-                    path.display()
-                ),
-            ))),
-            REFUSED_BUSY => Err(Error::Io(io::Error::new(
-                io::ErrorKind::ResourceBusy,
-                format!(
-                    "the device at {} refused the connection: {why}",
-                    path.display()
-                ),
+            REFUSED_ACCESS | REFUSED_BUSY => Err(Error::Refused(format!(
+                "the device at {} refused the connection: {why}",
+                path.display()
             ))),
             status => Err(Error::Protocol(format!(
                 "the server at {} refused the connection with status 0x{status:08X}: {why}",
