@@ -41,42 +41,49 @@ pub fn ringmap_binary() -> &'static Path {
         if let Some(path) = std::env::var_os("RINGMAP_BIN") {
             return PathBuf::from(path);
         }
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lies in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-        let binary = profile_dir.join(format!("ringmap{}", std::env::consts::EXE_SUFFIX));
-        let cargo = std::env::var_os("CARGO")
-            .or_else(|| option_env!("CARGO").map(Into::into))
-            .unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ringmap-client",
-                "--bin",
-                "ringmap",
-            ])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build
-            .status()
-            .expect("cargo runs (set RINGMAP_BIN to a built `ringmap` otherwise)");
-        assert!(
-            status.success(),
-            "cargo build -p ringmap-client --bin ringmap failed"
-        );
-        assert!(binary.exists(), "{} was not built", binary.display());
-        binary
+        build_client_target(&["--bin", "ringmap"], "ringmap")
     })
+}
+
+/// One of the client library's examples (`usermode-client/examples/<name>.rs`), built next to
+/// the test executable.
+pub fn example_binary(name: &str) -> PathBuf {
+    build_client_target(&["--example", name], &format!("examples/{name}"))
+}
+
+/// Builds a target of `ringmap-client` into the target directory the tests run from (nothing
+/// to do when it is up to date) and returns the path of `relative` in its profile directory.
+fn build_client_target(target: &[&str], relative: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lies in target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+    let binary = profile_dir.join(format!("{relative}{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO")
+        .or_else(|| option_env!("CARGO").map(Into::into))
+        .unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "-p", "ringmap-client"])
+        .args(target)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .expect("cargo runs (set RINGMAP_BIN to a built `ringmap` otherwise)");
+    assert!(
+        status.success(),
+        "cargo build -p ringmap-client {} failed",
+        target.join(" ")
+    );
+    assert!(binary.exists(), "{} was not built", binary.display());
+    binary
 }
 
 /// A fresh temporary directory, removed on drop.

@@ -418,3 +418,36 @@ fn an_administrator_revokes_a_stopped_holder_and_the_next_map_works() {
     ));
     drop(taken.consumer().batch());
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_producer_and_consumer_examples_round_trip_records() {
+    let server = TestDevice::start(64 << 10);
+    let socket = server.socket().expect("a usersim socket").to_path_buf();
+    let produced = Command::new(ringmap_tests::example_binary("producer"))
+        .args(["one", "two", "three"])
+        .env("RINGMAP_SOCKET", &socket)
+        .output()
+        .expect("the producer example");
+    assert!(produced.status.success(), "{produced:?}");
+    let consumed = Command::new(ringmap_tests::example_binary("consumer"))
+        .arg("2")
+        .env("RINGMAP_SOCKET", &socket)
+        .output()
+        .expect("the consumer example");
+    assert!(consumed.status.success(), "{consumed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout),
+        "offset 0: one\noffset 16: two\n"
+    );
+    // It stopped at two: the third is still there for the next consumer.
+    let device = server.open();
+    let mut mapping = device.map().expect("map");
+    let rest: Vec<Vec<u8>> = mapping
+        .consumer()
+        .batch()
+        .iter()
+        .map(|r| r.to_vec())
+        .collect();
+    assert_eq!(rest, [b"three".to_vec()]);
+}
