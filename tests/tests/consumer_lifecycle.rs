@@ -451,3 +451,86 @@ fn the_producer_and_consumer_examples_round_trip_records() {
         .collect();
     assert_eq!(rest, [b"three".to_vec()]);
 }
+
+/// Whether `fd` is readable within `ms` milliseconds.
+#[cfg(target_os = "linux")]
+fn readable(fd: &impl std::os::fd::AsFd, ms: i64) -> bool {
+    let timeout = rustix::event::Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    };
+    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+    rustix::event::poll(&mut fds, Some(&timeout)).expect("poll") > 0
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_mapping_descriptor_is_ready_exactly_while_a_record_waits() {
+    use std::ops::ControlFlow;
+    let server = TestDevice::start(64 << 10);
+    let consumer = server.open();
+    let writer = server.open();
+    let mut mapping = consumer.map().expect("map");
+    mapping.notify().expect("notify");
+    assert!(!readable(&mapping, 50), "nothing committed yet");
+    writer.write(b"one").expect("write");
+    assert!(
+        readable(&mapping, 5_000),
+        "a committed record makes it ready"
+    );
+    // Other requests on the same handle read the readiness reply: it is armed again.
+    stats(&consumer);
+    assert!(readable(&mapping, 5_000), "still ready: level-triggered");
+    let mut got = Vec::new();
+    let handled = mapping
+        .consume(|record| {
+            got.push(record.to_vec());
+            ControlFlow::Continue(())
+        })
+        .expect("consume");
+    assert_eq!((handled, got), (1, vec![b"one".to_vec()]));
+    assert!(
+        !readable(&mapping, 50),
+        "consumed: not ready until the next record"
+    );
+    writer.write(b"two").expect("write");
+    assert!(readable(&mapping, 5_000));
+    // A callback that stops early leaves a record: ready at once again.
+    writer.write(b"three").expect("write");
+    let handled = mapping
+        .consume(|_| ControlFlow::Break(()))
+        .expect("consume");
+    assert_eq!(handled, 0);
+    assert!(readable(&mapping, 5_000), "records left: ready");
+    // poll in this mode waits on the same readiness.
+    let handled = mapping
+        .poll(Some(Duration::from_secs(5)), |_| ControlFlow::Continue(()))
+        .expect("poll");
+    assert_eq!(handled, 2);
+    drop(mapping);
+    assert_eq!(stats(&writer).mapped, 0);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_event_loop_example_reads_records_as_they_come() {
+    let server = TestDevice::start(64 << 10);
+    let socket = server.socket().expect("a usersim socket").to_path_buf();
+    let control = server.open();
+    let example = Command::new(ringmap_tests::example_binary("event_loop"))
+        .arg("3")
+        .env("RINGMAP_SOCKET", &socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the event loop example");
+    let mapped = eventually(LIMIT, || (stats(&control).mapped == 1).then_some(()));
+    assert!(mapped.is_some(), "the example mapped the ring");
+    for record in ["a", "b", "c"] {
+        control.write(record.as_bytes()).expect("write");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let output = example.wait_with_output().expect("the example ends");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "a\nb\nc\n");
+}

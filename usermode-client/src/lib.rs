@@ -219,6 +219,8 @@ impl Device {
             capacity,
             view: Some(view),
             device: self,
+            #[cfg(target_os = "linux")]
+            notifying: false,
         })
     }
 
@@ -308,6 +310,9 @@ pub struct Mapping<'d> {
     capacity: Capacity,
     view: Option<backend::View>,
     device: &'d Device,
+    /// Readiness for event loops is on ([`Mapping::notify`]): a QUERY stays armed.
+    #[cfg(target_os = "linux")]
+    notifying: bool,
 }
 
 impl Mapping<'_> {
@@ -320,6 +325,15 @@ impl Mapping<'_> {
     /// its position is committed. `None` if `timeout` passed first (the QUERY is cancelled
     /// then).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<QueryReply>, Error> {
+        #[cfg(target_os = "linux")]
+        if self.notifying {
+            // The armed QUERY is the one pending: wait for it (a second would be busy).
+            self.arm()?;
+            let body = self.device.handle.wait_armed(timeout)?;
+            return body
+                .map(|body| parse_reply(Request::Query, &body))
+                .transpose();
+        }
         self.device.wait(self.consumer.position(), timeout)
     }
 
@@ -341,7 +355,10 @@ impl Mapping<'_> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn consume(&mut self, each: impl FnMut(Record<'_>) -> ControlFlow<()>) -> usize {
+    pub fn consume(
+        &mut self,
+        each: impl FnMut(Record<'_>) -> ControlFlow<()>,
+    ) -> Result<usize, Error> {
         self.consume_n(usize::MAX, each)
     }
 
@@ -351,7 +368,13 @@ impl Mapping<'_> {
         &mut self,
         max: usize,
         mut each: impl FnMut(Record<'_>) -> ControlFlow<()>,
-    ) -> usize {
+    ) -> Result<usize, Error> {
+        #[cfg(target_os = "linux")]
+        if self.notifying {
+            // A completed readiness QUERY is read now, so the descriptor is not readable
+            // for records this call hands out.
+            self.device.handle.wait_armed(Some(Duration::ZERO))?;
+        }
         let mut handled = 0;
         while handled < max {
             let mut stopped = false;
@@ -365,7 +388,49 @@ impl Mapping<'_> {
                 break;
             }
         }
-        handled
+        #[cfg(target_os = "linux")]
+        if self.notifying {
+            self.arm()?;
+        }
+        Ok(handled)
+    }
+
+    /// Turns on readiness for event loops (Linux): from now on the descriptor
+    /// ([`AsFd`](std::os::fd::AsFd)) becomes readable when the record at this consumer's
+    /// position is committed, and stays readable until [`consume`](Self::consume),
+    /// [`consume_n`](Self::consume_n) or [`poll`](Self::poll) runs (level-triggered, as
+    /// libbpf's `ring_buffer__epoll_fd`); each of them arms it again for the new position,
+    /// so a record committed meanwhile is never missed. Register the descriptor for
+    /// readability (`EPOLLIN`).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// use std::ops::ControlFlow;
+    /// use std::os::fd::AsFd;
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// mapping.notify()?;
+    /// let ready = mapping.as_fd(); // give this to epoll / mio / tokio's AsyncFd
+    /// # let _ = ready;
+    /// // ... when it is readable:
+    /// mapping.consume(|record| {
+    ///     println!("{} bytes", record.len());
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(target_os = "linux")]
+    pub fn notify(&mut self) -> Result<(), Error> {
+        self.notifying = true;
+        self.arm()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn arm(&self) -> Result<(), Error> {
+        self.device
+            .handle
+            .arm(QueryRequest::new(self.consumer.position()).as_bytes())
     }
 
     /// Waits up to `timeout` (`None`: for ever) until a record is committed at this
@@ -393,12 +458,12 @@ impl Mapping<'_> {
         timeout: Option<Duration>,
         mut each: impl FnMut(Record<'_>) -> ControlFlow<()>,
     ) -> Result<usize, Error> {
-        let handled = self.consume(&mut each);
+        let handled = self.consume(&mut each)?;
         if handled != 0 {
             return Ok(handled);
         }
         match self.wait(timeout)? {
-            Some(_) => Ok(self.consume(each)),
+            Some(_) => self.consume(each),
             None => Ok(0),
         }
     }
@@ -462,8 +527,27 @@ impl Mapping<'_> {
     }
 }
 
+impl Mapping<'_> {
+    fn stop_notifying(&mut self) {
+        #[cfg(target_os = "linux")]
+        if std::mem::take(&mut self.notifying) {
+            let _ = self.device.handle.disarm();
+        }
+    }
+}
+
+/// The descriptor that becomes readable when a record is committed at the consumer's
+/// position, once [`Mapping::notify`] turned readiness on.
+#[cfg(target_os = "linux")]
+impl std::os::fd::AsFd for Mapping<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.device.handle.readiness()
+    }
+}
+
 impl Drop for Mapping<'_> {
     fn drop(&mut self) {
+        self.stop_notifying();
         // UNMAP first, while the consumer page still says what was returned; then the views.
         let _ = self
             .device

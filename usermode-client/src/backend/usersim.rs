@@ -3,12 +3,12 @@
 use std::cell::Cell;
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringmap_core::abi::{MapReply, Request, Status};
+use ringmap_core::abi::{MapReply, QueryReply, Request, Status, Wire};
 use ringmap_core::{Capacity, PAGE_SIZE};
 use ringmap_usersim::protocol::{
     CODE_CANCEL, GREETING_ID, MAP_FDS, REFUSED_ACCESS, REFUSED_BUSY, ReplyHeader, RequestHeader,
@@ -30,7 +30,13 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Handle {
     stream: UnixStream,
     next_id: Cell<u64>,
+    /// A QUERY sent without waiting for its reply (a mapping's readiness descriptor): its id
+    /// and its input. Its reply makes the socket readable.
+    armed: Cell<Option<(u64, [u8; QUERY_INPUT])>>,
 }
+
+/// The bytes of a QUERY request.
+const QUERY_INPUT: usize = 16;
 
 fn transport_error(error: io::Error) -> Error {
     match error.kind() {
@@ -94,6 +100,7 @@ impl Handle {
         let handle = Handle {
             stream,
             next_id: Cell::new(1),
+            armed: Cell::new(None),
         };
         if !handle.readable_within(GREETING_TIMEOUT)? {
             return Err(Error::Protocol(format!(
@@ -201,7 +208,78 @@ impl Handle {
             if reply.header.id == id {
                 return Ok(reply);
             }
+            self.armed_reply_read_early(&reply)?;
         }
+    }
+
+    /// The armed QUERY's reply was read by someone waiting for another one: send the QUERY
+    /// again, so that the socket becomes readable again (it completes at once if the record
+    /// is still committed): readiness stays level-triggered.
+    fn armed_reply_read_early(&self, reply: &Reply) -> Result<(), Error> {
+        let Some((armed, input)) = self.armed.get() else {
+            return Ok(());
+        };
+        if reply.header.id != armed {
+            return Ok(());
+        }
+        self.armed.set(None);
+        if check_status(reply.header.status)?.is_ok() {
+            self.arm(&input)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a QUERY with `input` and does not wait: its reply makes the socket readable.
+    /// Nothing if one is armed already.
+    pub(crate) fn arm(&self, input: &[u8]) -> Result<(), Error> {
+        if self.armed.get().is_some() {
+            return Ok(());
+        }
+        let input: [u8; QUERY_INPUT] = input
+            .try_into()
+            .map_err(|_| Error::Protocol("a QUERY request is 16 bytes".into()))?;
+        let id = self.new_id();
+        self.send(Request::Query as u32, id, &input, QueryReply::SIZE as usize)?;
+        self.armed.set(Some((id, input)));
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the armed QUERY to complete; its reply's bytes if it
+    /// completed (read: the socket is no longer readable for it), `None` if it still pends,
+    /// was cancelled, or none is armed.
+    /// `timeout` `None`: for ever.
+    pub(crate) fn wait_armed(&self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>, Error> {
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        while let Some((armed, _)) = self.armed.get() {
+            let ready = match deadline {
+                Some(deadline) => {
+                    self.readable_within(deadline.saturating_duration_since(Instant::now()))?
+                }
+                None => true, // `receive` blocks until the reply comes
+            };
+            if !ready {
+                return Ok(None);
+            }
+            let reply = self.receive()?;
+            if reply.header.id == armed {
+                self.armed.set(None);
+                return Ok(check_status(reply.header.status)?.ok().map(|()| reply.body));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Cancels the armed QUERY, if any; its one reply is dropped when it comes.
+    pub(crate) fn disarm(&self) -> Result<(), Error> {
+        if let Some((armed, _)) = self.armed.take() {
+            self.send(CODE_CANCEL, armed, &[], 0)?;
+        }
+        Ok(())
+    }
+
+    /// The descriptor that becomes readable when the armed QUERY completes.
+    pub(crate) fn readiness(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 
     fn new_id(&self) -> u64 {
@@ -261,6 +339,7 @@ impl Handle {
                     if reply.header.id == id {
                         break reply;
                     }
+                    self.armed_reply_read_early(&reply)?;
                 }
             }
         };
