@@ -130,17 +130,21 @@ impl Consumer {
             }
             position += size;
         }
-        if position != start {
-            // Relaxed: informative only (how far records were handed out, for the host's
-            // count of what a consumer that ends now would have delivered twice).
-            self.view.read_offset().store(position, Ordering::Relaxed);
-        }
         Batch {
             consumer: self,
             start,
             end: position,
             records,
         }
+    }
+
+    /// Whether a committed record waits at the consumer's position. Hands nothing out and
+    /// returns nothing but the space of discarded records in front of it.
+    pub fn has_records(&mut self) -> bool {
+        let mut batch = self.batch_up_to(1);
+        let any = !batch.is_empty();
+        batch.keep_first(0);
+        any
     }
 
     /// Hands every record of one batch to `each`, then returns its space. Returns how many.
@@ -214,6 +218,19 @@ impl Batch<'_> {
 
     /// The submitted records, in order.
     pub fn iter(&self) -> Records<'_> {
+        if self.end != self.start {
+            // Relaxed: informative only (how far records were handed out, for the host's
+            // count of what a consumer that ends now would have delivered twice).
+            self.consumer
+                .view
+                .read_offset()
+                .store(self.end, Ordering::Relaxed);
+        }
+        self.records()
+    }
+
+    /// The records, without marking them handed out.
+    fn records(&self) -> Records<'_> {
         Records {
             view: &self.consumer.view,
             position: self.start,
@@ -230,7 +247,7 @@ impl Batch<'_> {
         }
         // Where the first record cut off starts: every record below it was handled.
         let end = self
-            .iter()
+            .records()
             .nth(records)
             .map_or(self.end, |first_cut| first_cut.offset());
         self.end = end;

@@ -275,7 +275,8 @@ fn a_new_mapping_starts_at_the_validated_offset_on_a_fresh_page() {
     let (ring, mut consumer) = HeapRing::new(page(), ());
     ring.write(b"x").unwrap(); // 0..16
     ring.write(b"y").unwrap(); // 16..32
-    let mut batch = consumer.batch(); // hands out both
+    let mut batch = consumer.batch();
+    assert_eq!(batch.iter().count(), 2, "hands out both");
     batch.keep_first(1); // returns only the first
     drop(batch);
     let (consumer, stale, retired) = ring.remap(consumer);

@@ -536,6 +536,64 @@ impl Mapping<'_> {
     }
 }
 
+/// The mapping's readiness descriptor as tokio wants it (it does not own the descriptor).
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+struct ReadinessFd(std::os::fd::RawFd);
+
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+impl std::os::fd::AsRawFd for ReadinessFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+impl<'d> Mapping<'d> {
+    /// Waits, without blocking the tokio runtime, until a record is committed at this
+    /// consumer's position, then returns the batch of committed records (feature `tokio`,
+    /// Linux). Dropping the batch returns its space, as with [`Consumer::batch`]. Turns
+    /// readiness on ([`notify`](Self::notify)). A `Mapping` borrows its `Device`, which is
+    /// not `Sync`: run this on a current-thread runtime or a `LocalSet`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// loop {
+    ///     let batch = mapping.next_batch().await?;
+    ///     for record in &batch {
+    ///         println!("{} bytes at {}", record.len(), record.offset());
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn next_batch(&mut self) -> Result<Batch<'_>, Error> {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.notify()?;
+        // SAFETY: the descriptor is the device handle's socket, which `self` borrows: it stays
+        // open, and the same, until `fd` is dropped at the end of this function.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                ReadinessFd(self.as_fd().as_raw_fd()),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        loop {
+            if self.consumer.has_records() {
+                break;
+            }
+            let mut ready = fd.readable().await?;
+            // Read the readiness reply (if that is what came), then look again: arm anew.
+            self.device.handle.wait_armed(Some(Duration::ZERO))?;
+            ready.clear_ready();
+            self.arm()?;
+        }
+        drop(fd);
+        Ok(self.consumer.batch())
+    }
+}
+
 /// The descriptor that becomes readable when a record is committed at the consumer's
 /// position, once [`Mapping::notify`] turned readiness on.
 #[cfg(target_os = "linux")]
