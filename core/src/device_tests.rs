@@ -49,7 +49,7 @@ unsafe impl Platform for TestPlatform {
             },
             // Two `AtomicU64`s are a consumer page's layout (consumer offset, read offset);
             // written through atomics only.
-            page_address: page[0].as_ptr().cast(),
+            page_address: Arc::as_ptr(&page).cast_mut().cast(),
             page,
             process_id: 4242,
         })
