@@ -53,6 +53,14 @@ mod backend;
 pub use ringmap_usersim::default_socket_path;
 
 /// What went wrong, as a sentence that says what to do.
+///
+/// ```no_run
+/// match ringmap_client::Device::open().and_then(|device| device.write(b"x")) {
+///     Ok(offset) => println!("at {offset}"),
+///     Err(ringmap_client::Error::RingFull) => eprintln!("full: retry later"),
+///     Err(error) => eprintln!("ringmap: {error}"),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -121,6 +129,11 @@ pub enum Error {
 
 /// The monotonic clock in nanoseconds: the clock the generator stamps records with
 /// (`CLOCK_MONOTONIC` on Linux, `QueryPerformanceCounter`-based on Windows).
+///
+/// ```
+/// let before = ringmap_client::monotonic_ns();
+/// assert!(ringmap_client::monotonic_ns() >= before);
+/// ```
 pub fn monotonic_ns() -> u64 {
     backend::monotonic_ns()
 }
@@ -151,6 +164,14 @@ fn parse_reply<T: Wire>(request: Request, bytes: &[u8]) -> Result<T, Error> {
 impl Device {
     /// Opens the device: on Linux a usersim device at [`default_socket_path`]; on Windows the
     /// installed driver, `\\.\RingMap`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// println!("{} bytes of ring", device.stats()?.capacity);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open() -> Result<Device, Error> {
         Ok(Device {
             handle: backend::Handle::open()?,
@@ -158,6 +179,14 @@ impl Device {
     }
 
     /// Opens the usersim device listening at `socket`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open_at("/run/user/1000/ringmap.sock".as_ref())?;
+    /// # let _ = device;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(unix)]
     pub fn open_at(socket: &std::path::Path) -> Result<Device, Error> {
         Ok(Device {
@@ -174,6 +203,15 @@ impl Device {
     /// MAP: maps this mapping's own consumer page read-write, the producer page read-only
     /// and the data read-only twice back to back, and makes the ring's one consumer over
     /// them, starting where the MAP reply says (where the previous consumer returned space).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// println!("starting at offset {}", mapping.consumer().position());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn map(&self) -> Result<Mapping<'_>, Error> {
         let (bytes, view) = self
             .handle
@@ -226,6 +264,18 @@ impl Device {
 
     /// QUERY: returns the space up to `consumer_offset`, then waits until the head record is
     /// committed. `None` if `timeout` passed first (the QUERY is cancelled then).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// let position = mapping.consumer().position();
+    /// if let Some(reply) = device.wait(position, Some(std::time::Duration::from_secs(1)))? {
+    ///     println!("producer offset {}", reply.producer_offset);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait(
         &self,
         consumer_offset: u64,
@@ -244,6 +294,15 @@ impl Device {
 
     /// WRITE: one record with `payload`; returns its offset. [`Error::RingFull`] when the
     /// ring has no room.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let offset = device.write(b"hello")?;
+    /// println!("written at {offset}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn write(&self, payload: &[u8]) -> Result<u64, Error> {
         let length =
             u32::try_from(payload.len()).map_err(|_| Error::Status(Status::InvalidParameter))?;
@@ -255,6 +314,14 @@ impl Device {
     }
 
     /// STATS: offsets, capacity and counters.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let stats = ringmap_client::Device::open()?.stats()?;
+    /// println!("produced {} consumed {} dropped {}", stats.produced, stats.consumed, stats.dropped);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Result<StatsReply, Error> {
         let bytes = self.call(
             Request::Stats,
@@ -266,6 +333,16 @@ impl Device {
 
     /// GENERATE: starts or stops the built-in producer; returns the producer threads running
     /// afterwards.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// use ringmap_client::GenerateRequest;
+    /// let device = ringmap_client::Device::open()?;
+    /// device.generate(GenerateRequest::start(2, 64, 1000, 10_000))?; // 2 producers, 64 B, 1000/s each
+    /// device.generate(GenerateRequest::stop())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn generate(&self, request: GenerateRequest) -> Result<u32, Error> {
         let bytes = self.call(
             Request::Generate,
@@ -278,6 +355,16 @@ impl Device {
     /// REVOKE: takes the ring's mapping away from whichever handle holds it (a stopped
     /// consumer would otherwise block every other), as if it had unmapped; the next MAP then
     /// works. Only an administrator may (on Linux: the user who runs the device, or root).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let admin = ringmap_client::Device::open()?;
+    /// admin.revoke()?; // the stopped holder's mapping ends
+    /// let mapping = admin.map()?; // and the ring is free
+    /// # drop(mapping);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn revoke(&self) -> Result<(), Error> {
         self.call(Request::Revoke, EmptyRequest::new().as_bytes(), 0)
             .map(drop)
@@ -317,6 +404,18 @@ pub struct Mapping<'d> {
 
 impl Mapping<'_> {
     /// The ring's consumer: batches of borrowed records.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// let batch = mapping.consumer().batch();
+    /// for record in &batch {
+    ///     println!("{:?}", &record[..]);
+    /// } // dropping the batch returns its space
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn consumer(&mut self) -> &mut Consumer {
         &mut self.consumer
     }
@@ -324,6 +423,17 @@ impl Mapping<'_> {
     /// QUERY: returns the space this consumer has handled, then waits until the record at
     /// its position is committed. `None` if `timeout` passed first (the QUERY is cancelled
     /// then).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// if mapping.wait(Some(std::time::Duration::from_secs(1)))?.is_some() {
+    ///     mapping.consumer().consume(|record| println!("{} bytes", record.len()));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<QueryReply>, Error> {
         #[cfg(target_os = "linux")]
         if self.notifying {
@@ -469,26 +579,70 @@ impl Mapping<'_> {
     }
 
     /// The device this mapping belongs to.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mapping = device.map()?;
+    /// assert_eq!(mapping.device().stats()?.mapped, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn device(&self) -> &Device {
         self.device
     }
 
     /// The data capacity in bytes.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// println!("{} bytes", device.map()?.capacity());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn capacity(&self) -> u64 {
         self.capacity.as_u64()
     }
 
     /// The consumer page as mapped (read-write): its first `u64` is the consumer offset.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mapping = device.map()?;
+    /// let (_page, _producer, _data) = (mapping.consumer_page_ptr(), mapping.producer_page_ptr(), mapping.data_ptr());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn consumer_page_ptr(&self) -> *mut u64 {
         self.view().consumer_page().cast()
     }
 
     /// The producer page as mapped (read-only).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let producer_page = device.map()?.producer_page_ptr();
+    /// # let _ = producer_page;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn producer_page_ptr(&self) -> *const u8 {
         self.view().producer_page()
     }
 
     /// The data as mapped (read-only, `2 * capacity` bytes: the data twice).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let data = device.map()?.data_ptr();
+    /// # let _ = data;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn data_ptr(&self) -> *const u8 {
         self.view().data()
     }
@@ -502,6 +656,15 @@ impl Mapping<'_> {
     /// UNMAP: ends the mapping on the device (what the consumer returned counts; the next
     /// MAP starts there) and unmaps the memory here. Dropping the mapping does the same and
     /// ignores errors; this says whether the device agreed.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mapping = device.map()?;
+    /// mapping.unmap()?; // the next consumer starts where this one returned space
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn unmap(mut self) -> Result<(), Error> {
         let result = self
             .device
