@@ -10,19 +10,31 @@
 //!   mapped once in system space) and `seh.c`, the one C function (`__try` around
 //!   `MmProbeAndLockPages`).
 //!
-//! All request logic is in `ringmap-core`. This crate is never built on Linux (`wdk-build`
-//! refuses non-Windows hosts); every WDF/WDM name used here, and where it was checked, is listed
-//! in `driver/API_CHECKS.md`.
+//! All request logic is in `ringmap-core`. On Windows this crate builds against the real
+//! `wdk-sys`/`wdk` crates; on Linux against `wdk-usersim`, a user-mode kernel with the same
+//! names that checks the rules while the driver runs (its tests are in `sim_tests`). Every
+//! WDF/WDM name used here, and where it was checked, is listed in `driver/API_CHECKS.md`.
 
 #![no_std]
+
+// On Linux the user-mode kernel stands in for both `wdk_sys` and `wdk`.
+#[cfg(test)]
+extern crate std;
+#[cfg(not(windows))]
+extern crate wdk_usersim as wdk;
+#[cfg(not(windows))]
+extern crate wdk_usersim as wdk_sys;
 
 mod device;
 mod memory;
 mod platform;
 mod requests;
+#[cfg(all(test, not(windows)))]
+mod sim_tests;
 
 // The panic handler of a kernel driver (wdk-panic 0.5.0: a breakpoint in debug builds, then
 // KeBugCheckEx; there is no unwinding in the kernel, `panic = "abort"` in the workspace profiles).
+#[cfg(windows)]
 extern crate wdk_panic;
 
 use wdk_sys::{
@@ -31,6 +43,7 @@ use wdk_sys::{
 };
 
 /// Every allocation through `alloc` goes to `ExAllocatePool2` (non-paged), as in the samples.
+#[cfg(windows)]
 #[global_allocator]
 static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 

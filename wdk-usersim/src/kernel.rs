@@ -1,0 +1,379 @@
+//! The simulated kernel's state: objects, handles, memory, requests, violations.
+
+use std::alloc::Layout;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
+
+use crate::sim::Violation;
+use crate::types::*;
+
+pub(crate) const PAGE: usize = 4096;
+
+thread_local! {
+    /// This thread's IRQL.
+    pub(crate) static IRQL: Cell<u8> = const { Cell::new(0) };
+    /// The user process whose context this thread runs in (`None`: a system thread, or a
+    /// queue's callback in an arbitrary context).
+    pub(crate) static PROCESS: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Set while this thread spins for a spin lock (what a schedule waits for).
+    pub(crate) static SPINNING: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+    /// A thread made by PsCreateSystemThread.
+    pub(crate) static SYSTEM_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+pub(crate) fn irql() -> u8 {
+    IRQL.with(Cell::get)
+}
+
+pub(crate) fn set_irql(level: u8) {
+    IRQL.with(|cell| cell.set(level));
+}
+
+/// Records an `IRQL` violation if this thread's IRQL is above `max` for `function`.
+pub(crate) fn check_irql(function: &str, max: u32) {
+    let current = irql();
+    if u32::from(current) > max {
+        violate(
+            "IRQL",
+            format!(
+                "{function} called at IRQL {current}; its maximum is {max} ({})",
+                level_name(max)
+            ),
+        );
+    }
+}
+
+fn level_name(level: u32) -> &'static str {
+    match level {
+        0 => "PASSIVE_LEVEL",
+        1 => "APC_LEVEL",
+        2 => "DISPATCH_LEVEL",
+        _ => "above DISPATCH_LEVEL",
+    }
+}
+
+/// A WDF spin lock: raises to DISPATCH_LEVEL, must be released at it, by its owner.
+pub(crate) struct SpinLock {
+    pub(crate) locked: AtomicBool,
+    pub(crate) old_irql: AtomicU8,
+    pub(crate) owner: Mutex<Option<ThreadId>>,
+}
+
+/// Who may complete a request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Cancel {
+    /// The driver, once it has it.
+    NotCancelable,
+    /// The driver made it cancelable with this routine.
+    Cancelable(PFN_WDF_REQUEST_CANCEL),
+    /// Cancelled: the cancel routine was called (or is running) and owns the completion.
+    RoutineOwns,
+}
+
+pub(crate) struct RequestState {
+    pub(crate) file: u64,
+    pub(crate) code: u32,
+    pub(crate) input_len: usize,
+    pub(crate) output_len: usize,
+    /// The system buffer (METHOD_BUFFERED): max(input, output) bytes, input copied in.
+    pub(crate) buffer: Box<[u8]>,
+    pub(crate) queue: u64,
+    pub(crate) cancel: Cancel,
+    pub(crate) cancel_requested: bool,
+    /// MarkCancelableEx returned STATUS_CANCELLED: the driver must complete it.
+    pub(crate) refused_cancelable: bool,
+    pub(crate) completed: Option<(NTSTATUS, Vec<u8>)>,
+}
+
+pub(crate) struct Request {
+    pub(crate) state: Mutex<RequestState>,
+    pub(crate) done: Condvar,
+}
+
+/// A system thread's end, as its object's waiters see it.
+pub(crate) struct ThreadRecord {
+    pub(crate) context: usize,
+    pub(crate) ended: Mutex<bool>,
+    pub(crate) ended_cv: Condvar,
+    pub(crate) waited: AtomicBool,
+}
+
+pub(crate) enum Object {
+    Driver {
+        add: PFN_WDF_DRIVER_DEVICE_ADD,
+        unload: PFN_WDF_DRIVER_UNLOAD,
+    },
+    DeviceInit(DeviceInit),
+    Device(Device),
+    Queue {
+        device: u64,
+        device_control: PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL,
+    },
+    SpinLock(Arc<SpinLock>),
+    Key,
+    Request(Arc<Request>),
+    File {
+        device: u64,
+        cleaned_up: bool,
+    },
+    /// A kernel object: `refs` counts references and handles.
+    Section {
+        backing: u32,
+        bytes: usize,
+        refs: usize,
+    },
+    Thread {
+        record: Arc<ThreadRecord>,
+        refs: usize,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct DeviceInit {
+    pub(crate) named: bool,
+    pub(crate) file_cleanup: PFN_WDF_FILE_CLEANUP,
+    pub(crate) file_close: PFN_WDF_FILE_CLOSE,
+    pub(crate) in_caller_context: PFN_WDF_IO_IN_CALLER_CONTEXT,
+}
+
+pub(crate) struct Device {
+    pub(crate) init: DeviceInit,
+    pub(crate) context: *mut u8,
+    pub(crate) context_layout: Layout,
+    pub(crate) context_type: usize,
+    pub(crate) cleanup: PFN_WDF_OBJECT_CONTEXT_CLEANUP,
+    pub(crate) queue: u64,
+}
+
+/// What a range of system addresses is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum RegionKind {
+    Pool {
+        tag: u32,
+    },
+    /// MmMapViewInSystemSpace of a section object.
+    View {
+        section: u64,
+    },
+    /// MmMapLockedPagesSpecifyCache of an MDL.
+    Locked {
+        mdl: usize,
+    },
+}
+
+pub(crate) struct Region {
+    pub(crate) len: usize,
+    /// (backing memfd, page index) of each page.
+    pub(crate) pages: Vec<(u32, u64)>,
+    pub(crate) kind: RegionKind,
+}
+
+pub(crate) struct MdlInfo {
+    pub(crate) layout: Layout,
+    pub(crate) pages: usize,
+    pub(crate) probe_locked: bool,
+}
+
+pub(crate) struct UserHandle {
+    pub(crate) fd: OwnedFd,
+    pub(crate) object: u64,
+    pub(crate) process: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Kernel {
+    next_id: u64,
+    pub(crate) objects: HashMap<u64, Object>,
+    /// Kernel handle -> object.
+    pub(crate) kernel_handles: HashMap<u64, u64>,
+    /// User handle (a descriptor number) -> its descriptor and object.
+    pub(crate) user_handles: HashMap<i32, UserHandle>,
+    pub(crate) backings: HashMap<u32, Arc<OwnedFd>>,
+    next_backing: u32,
+    pub(crate) regions: BTreeMap<usize, Region>,
+    pub(crate) mdls: HashMap<usize, MdlInfo>,
+    pub(crate) threads: Vec<Arc<ThreadRecord>>,
+    pub(crate) joins: Vec<JoinHandle<()>>,
+    pub(crate) violations: Vec<Violation>,
+    pub(crate) driver: u64,
+    pub(crate) devices: Vec<u64>,
+    pub(crate) registry_capacity: Option<u32>,
+    /// Requests whose cancel routine a schedule runs just before their next Unmark.
+    pub(crate) cancel_before_unmark: HashSet<u64>,
+    /// Fault injection: this many ObReferenceObjectByHandle calls on thread handles fail.
+    pub(crate) fail_thread_references: u32,
+}
+
+pub(crate) static KERNEL: LazyLock<Mutex<Kernel>> = LazyLock::new(Mutex::default);
+
+pub(crate) fn kernel() -> MutexGuard<'static, Kernel> {
+    KERNEL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Records a violation of `rule`.
+pub(crate) fn violate(rule: &'static str, message: String) {
+    kernel().violate(rule, message);
+}
+
+impl Kernel {
+    pub(crate) fn violate(&mut self, rule: &'static str, message: String) {
+        std::eprintln!("wdk-usersim: {rule} violation: {message}");
+        self.violations.push(Violation { rule, message });
+    }
+
+    /// A fresh id, shaped like an aligned pointer (never null).
+    pub(crate) fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        0x10_0000 + self.next_id * 16
+    }
+
+    pub(crate) fn insert(&mut self, object: Object) -> u64 {
+        let id = self.id();
+        self.objects.insert(id, object);
+        id
+    }
+
+    pub(crate) fn backing(&mut self, bytes: usize) -> std::io::Result<u32> {
+        let fd = rustix::fs::memfd_create("wdk-usersim", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, bytes as u64)?;
+        self.next_backing += 1;
+        self.backings.insert(self.next_backing, Arc::new(fd));
+        Ok(self.next_backing)
+    }
+
+    pub(crate) fn backing_fd(&self, backing: u32) -> Option<Arc<OwnedFd>> {
+        self.backings.get(&backing).cloned()
+    }
+
+    /// The (backing, page) of a system address, if some region covers it.
+    pub(crate) fn resolve(&self, address: usize) -> Option<((u32, u64), RegionKind)> {
+        let (base, region) = self.regions.range(..=address).next_back()?;
+        let offset = address - base;
+        (offset < region.len).then(|| (region.pages[offset / PAGE], region.kind))
+    }
+
+    pub(crate) fn request(&mut self, id: u64, function: &str) -> Option<Arc<Request>> {
+        match self.objects.get(&id) {
+            Some(Object::Request(request)) => Some(request.clone()),
+            _ => {
+                self.violate(
+                    "Request",
+                    format!("{function}: {id:#x} is not a request handle"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Adds a reference to a kernel object.
+    pub(crate) fn reference(&mut self, object: u64) -> bool {
+        match self.objects.get_mut(&object) {
+            Some(Object::Section { refs, .. } | Object::Thread { refs, .. }) => {
+                *refs += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops a reference; the object goes with its last one.
+    pub(crate) fn dereference(&mut self, object: u64, function: &str) {
+        let gone = match self.objects.get_mut(&object) {
+            Some(Object::Section { refs, .. } | Object::Thread { refs, .. }) => {
+                *refs -= 1;
+                *refs == 0
+            }
+            _ => {
+                self.violate(
+                    "Reference",
+                    format!("{function}: {object:#x} is no referenced kernel object (a reference dropped twice, or never taken)"),
+                );
+                false
+            }
+        };
+        if gone && let Some(Object::Section { backing, .. }) = self.objects.remove(&object) {
+            {
+                let in_use = self
+                    .regions
+                    .values()
+                    .any(|r| r.pages.iter().any(|p| p.0 == backing));
+                if !in_use {
+                    self.backings.remove(&backing);
+                }
+            }
+        }
+    }
+}
+
+/// Maps `pages` read-write at a fresh address range.
+///
+/// # Safety
+///
+/// The backings are memfds of at least the pages named.
+pub(crate) unsafe fn map_pages(kernel: &Kernel, pages: &[(u32, u64)]) -> Option<usize> {
+    use rustix::mm::{MapFlags, ProtFlags};
+    let len = pages.len() * PAGE;
+    // SAFETY: a fresh reservation, replacing nothing.
+    let base = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE,
+        )
+    }
+    .ok()? as usize;
+    for (index, (backing, page)) in pages.iter().enumerate() {
+        let fd = kernel.backing_fd(*backing)?;
+        // SAFETY: replaces one page of the reservation just made, which nobody else uses.
+        let mapped = unsafe {
+            rustix::mm::mmap(
+                (base + index * PAGE) as *mut _,
+                PAGE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                &*fd,
+                page * PAGE as u64,
+            )
+        };
+        if mapped.is_err() {
+            // SAFETY: the reservation made above.
+            let _ = unsafe { rustix::mm::munmap(base as *mut _, len) };
+            return None;
+        }
+    }
+    Some(base)
+}
+
+/// Reopens a memfd read-only or read-write: a descriptor with exactly that access.
+pub(crate) fn reopen(fd: &OwnedFd, write: bool) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
+    Ok(rustix::fs::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        access | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Relaxed is enough for the flag a schedule polls: it only decides when to stop waiting,
+/// and the lock it reports on orders everything else.
+pub(crate) fn set_spinning(on: bool) {
+    SPINNING.with(|flag| {
+        if let Some(flag) = &*flag.borrow() {
+            flag.store(on, Ordering::Relaxed);
+        }
+    });
+}
+
+// SAFETY: the raw pointers in the kernel's tables (device contexts, callbacks) are the
+// driver's to share between threads, as a kernel shares them; the table itself is behind a
+// mutex.
+unsafe impl Send for Kernel {}

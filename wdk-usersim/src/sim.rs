@@ -1,0 +1,533 @@
+//! The harness: a PnP manager and an I/O manager for one driver, and the checks' results.
+//!
+//! [`Sim::load`] runs DriverEntry and EvtDriverDeviceAdd; [`Sim::open`] makes a file object;
+//! [`Sim::ioctl`] sends a METHOD_BUFFERED device-control IRP through EvtIoInCallerContext (in
+//! the caller's process) and the default queue (in an arbitrary context); [`Sim::cancel`] is
+//! CancelIoEx (the cancel routine runs on another thread, at DISPATCH_LEVEL);
+//! [`Sim::close`] is the last CloseHandle (EvtFileCleanup, then EvtFileClose);
+//! [`Sim::unload`] ends the process, removes the device and returns the leak report.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::kernel::{
+    Cancel, DeviceInit, Kernel, Object, PROCESS, RegionKind, Request, RequestState, SPINNING,
+    kernel, set_irql,
+};
+use crate::types::*;
+
+/// A rule broken while the driver ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule's name: `IRQL`, `Request`, `Reference`, `Handle`, `Thread`, `MDL`, `Pool`,
+    /// `Section`, `WDF`.
+    pub rule: &'static str,
+    /// What happened, in a sentence.
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} rule: {}", self.rule, self.message)
+    }
+}
+
+/// DriverEntry's shape.
+pub type DriverEntry = unsafe extern "system" fn(&mut DRIVER_OBJECT, PCUNICODE_STRING) -> NTSTATUS;
+
+/// One simulation at a time per process (the kernel is global, as a kernel is).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A loaded-driver simulation; see the module comment.
+pub struct Sim {
+    _serial: MutexGuard<'static, ()>,
+    process: u64,
+}
+
+/// A file object (a handle the simulated process opened on the device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct File(u64);
+
+/// An IRP sent to the driver.
+pub struct Irp {
+    id: u64,
+    request: Arc<Request>,
+}
+
+impl Irp {
+    /// The completion (status, output bytes), if the driver completed it.
+    pub fn result(&self) -> Option<(NTSTATUS, Vec<u8>)> {
+        self.request
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .completed
+            .clone()
+    }
+
+    /// Waits for the completion; panics if the driver does not complete it within a minute
+    /// (a request that is never completed hangs its thread on Windows).
+    pub fn wait(&self) -> (NTSTATUS, Vec<u8>) {
+        let mut state = self.request.state.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while state.completed.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "request {:#x} was never completed",
+                self.id
+            );
+            state = self
+                .request
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        state.completed.clone().expect("completed")
+    }
+}
+
+/// Runs a queue's EvtIoDeviceControl at PASSIVE_LEVEL in an arbitrary context (no user
+/// process: a queue callback may run in any thread).
+pub(crate) fn present(
+    queue: u64,
+    request: WDFREQUEST,
+    callback: PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL,
+    output: usize,
+    input: usize,
+    code: u32,
+) {
+    let Some(callback) = callback else {
+        // SAFETY: completes a request the driver handed to a queue with no such callback.
+        unsafe {
+            crate::wdf::WdfRequestCompleteWithInformation(request, STATUS_INVALID_DEVICE_REQUEST, 0)
+        };
+        return;
+    };
+    let process = PROCESS.with(|p| p.replace(None));
+    // SAFETY: the driver's callback with a request presented to it.
+    unsafe { callback(queue as WDFQUEUE, request, output, input, code) };
+    PROCESS.with(|p| p.set(process));
+}
+
+/// CancelIoEx on one request: marks it cancelled and, if it is cancelable, calls its cancel
+/// routine on this thread at DISPATCH_LEVEL.
+fn cancel_request(id: u64) {
+    let Some(Object::Request(request)) = kernel().objects.get(&id).map(|o| match o {
+        Object::Request(r) => Object::Request(r.clone()),
+        _ => Object::Key,
+    }) else {
+        return;
+    };
+    let routine = {
+        let mut s = request.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.completed.is_some() {
+            return;
+        }
+        s.cancel_requested = true;
+        match s.cancel {
+            Cancel::Cancelable(routine) => {
+                s.cancel = Cancel::RoutineOwns;
+                routine
+            }
+            _ => None,
+        }
+    };
+    if let Some(routine) = routine {
+        set_irql(DISPATCH_LEVEL as u8);
+        // SAFETY: the driver's cancel routine for its cancelable request.
+        unsafe { routine(id as WDFREQUEST) };
+        set_irql(0);
+    }
+}
+
+/// Cancels `id` on another thread and waits until its cancel routine has returned or is
+/// spinning for a spin lock (which this thread may hold).
+pub(crate) fn cancel_now_and_wait(id: u64) {
+    let spinning = Arc::new(AtomicBool::new(false));
+    let flag = spinning.clone();
+    let thread = std::thread::spawn(move || {
+        SPINNING.with(|s| *s.borrow_mut() = Some(flag));
+        cancel_request(id);
+    });
+    // Relaxed: see `kernel::set_spinning`.
+    while !thread.is_finished() && !spinning.load(Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
+    kernel().joins.push(thread);
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new()
+    }
+}
+
+impl Sim {
+    /// A fresh kernel with nothing loaded.
+    pub fn new() -> Sim {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::take(&mut *kernel());
+        drop(old);
+        Sim {
+            _serial: serial,
+            process: 1,
+        }
+    }
+
+    /// The device's "RingCapacity" registry value (`None`: absent).
+    pub fn set_ring_capacity(&self, capacity: Option<u32>) {
+        kernel().registry_capacity = capacity;
+    }
+
+    /// Fault injection: the next `count` ObReferenceObjectByHandle calls on thread handles fail.
+    pub fn fail_thread_references(&self, count: u32) {
+        kernel().fail_thread_references = count;
+    }
+
+    /// DriverEntry, then EvtDriverDeviceAdd of one device (the PnP manager's part).
+    pub fn load(&self, entry: DriverEntry) -> Result<(), NTSTATUS> {
+        set_irql(0);
+        let mut driver = DRIVER_OBJECT::default();
+        let registry = UNICODE_STRING::default();
+        // SAFETY: the driver's entry point with a driver object and a registry path.
+        let status = unsafe { entry(&mut driver, &registry) };
+        if status < 0 {
+            return Err(status);
+        }
+        let (driver, add) = {
+            let k = kernel();
+            match k.objects.get(&k.driver) {
+                Some(Object::Driver { add, .. }) => (k.driver, *add),
+                _ => return Err(STATUS_INVALID_DEVICE_REQUEST),
+            }
+        };
+        let init = kernel().insert(Object::DeviceInit(DeviceInit::default()));
+        let Some(add) = add else {
+            return Err(STATUS_INVALID_DEVICE_REQUEST);
+        };
+        // SAFETY: the driver's EvtDriverDeviceAdd with a fresh WDFDEVICE_INIT.
+        let status = unsafe { add(driver as WDFDRIVER, init as PWDFDEVICE_INIT) };
+        kernel().objects.remove(&init);
+        if status < 0 {
+            // WDF deletes a device whose EvtDriverDeviceAdd failed.
+            let devices = std::mem::take(&mut kernel().devices);
+            for device in devices {
+                remove_device(device);
+            }
+            return Err(status);
+        }
+        Ok(())
+    }
+
+    fn device(&self) -> u64 {
+        *kernel()
+            .devices
+            .first()
+            .expect("a device: load the driver first")
+    }
+
+    /// Opens the device: a new file object (no EvtDeviceFileCreate in ringmap).
+    pub fn open(&self) -> File {
+        let device = self.device();
+        File(kernel().insert(Object::File {
+            device,
+            cleaned_up: false,
+        }))
+    }
+
+    /// DeviceIoControl(METHOD_BUFFERED) from the simulated process on `file`: the request goes
+    /// to EvtIoInCallerContext on this thread, in the process's context.
+    pub fn ioctl(&self, file: File, code: u32, input: &[u8], output_len: usize) -> Irp {
+        let device = self.device();
+        let mut buffer = vec![0u8; input.len().max(output_len)].into_boxed_slice();
+        buffer[..input.len()].copy_from_slice(input);
+        let request = Arc::new(Request {
+            state: Mutex::new(RequestState {
+                file: file.0,
+                code,
+                input_len: input.len(),
+                output_len,
+                buffer,
+                queue: 0,
+                cancel: Cancel::NotCancelable,
+                cancel_requested: false,
+                refused_cancelable: false,
+                completed: None,
+            }),
+            done: Condvar::new(),
+        });
+        let (id, callback) = {
+            let mut k = kernel();
+            let id = k.insert(Object::Request(request.clone()));
+            let callback = match k.objects.get(&device) {
+                Some(Object::Device(device)) => device.init.in_caller_context,
+                _ => None,
+            };
+            (id, callback)
+        };
+        set_irql(0);
+        PROCESS.with(|p| p.set(Some(self.process)));
+        match callback {
+            // SAFETY: the driver's callback with a request presented to it.
+            Some(callback) => unsafe { callback(device as WDFDEVICE, id as WDFREQUEST) },
+            // SAFETY: a request of ours.
+            None => unsafe {
+                crate::wdf::WdfDeviceEnqueueRequest(device as WDFDEVICE, id as WDFREQUEST);
+            },
+        }
+        PROCESS.with(|p| p.set(None));
+        Irp { id, request }
+    }
+
+    /// CancelIoEx: the cancel routine runs on another thread (waited for here).
+    pub fn cancel(&self, irp: &Irp) {
+        let id = irp.id;
+        let thread = std::thread::spawn(move || cancel_request(id));
+        let _ = thread.join();
+    }
+
+    /// A schedule: `irp` is cancelled on another thread right before the driver's next
+    /// WdfRequestUnmarkCancelable of it (the window the cancel routine can hit).
+    pub fn cancel_before_unmark(&self, irp: &Irp) {
+        kernel().cancel_before_unmark.insert(irp.id);
+    }
+
+    /// The last handle to `file` is closed: EvtFileCleanup, then EvtFileClose.
+    pub fn cleanup(&self, file: File) {
+        let callback = file_callbacks(file.0).0;
+        if let Some(Object::File { cleaned_up, .. }) = kernel().objects.get_mut(&file.0) {
+            *cleaned_up = true;
+        }
+        set_irql(0);
+        if let Some(callback) = callback {
+            // SAFETY: the driver's callback with its file object.
+            unsafe { callback(file.0 as WDFFILEOBJECT) };
+        }
+    }
+
+    /// EvtFileClose, once every request on the file has completed.
+    pub fn close_file(&self, file: File) {
+        let callback = file_callbacks(file.0).1;
+        set_irql(0);
+        if let Some(callback) = callback {
+            // SAFETY: the driver's callback with its file object.
+            unsafe { callback(file.0 as WDFFILEOBJECT) };
+        }
+        kernel().objects.remove(&file.0);
+    }
+
+    /// CloseHandle of the device handle: cleanup then close.
+    pub fn close(&self, file: File) {
+        self.cleanup(file);
+        self.close_file(file);
+    }
+
+    /// The simulated process closes one of its handles (a section handle MAP gave it).
+    pub fn close_user_handle(&self, handle: u64) -> bool {
+        let mut k = kernel();
+        match k.user_handles.remove(&(handle as i32)) {
+            Some(h) => {
+                k.dereference(h.object, "CloseHandle");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `handle` is a user handle of the process, and whether it allows writing.
+    pub fn user_handle_writable(&self, handle: u64) -> Option<bool> {
+        let k = kernel();
+        let h = k.user_handles.get(&(handle as i32))?;
+        let flags = rustix::fs::fcntl_getfl(&h.fd).ok()?;
+        Some(flags.contains(rustix::fs::OFlags::RDWR) || flags.contains(rustix::fs::OFlags::WRONLY))
+    }
+
+    /// The violations so far.
+    pub fn violations(&self) -> Vec<Violation> {
+        kernel().violations.clone()
+    }
+
+    /// The violations so far, by rule name.
+    pub fn violated(&self, rule: &str) -> bool {
+        kernel().violations.iter().any(|v| v.rule == rule)
+    }
+
+    /// Ends the process (its handles close), closes its open files, removes the device
+    /// (EvtCleanupCallback, then the context is freed), and returns the leak report: what
+    /// the driver left behind. Violations stay in [`Sim::violations`].
+    pub fn unload(&self) -> Vec<String> {
+        let handles: Vec<i32> = kernel().user_handles.keys().copied().collect();
+        for handle in handles {
+            self.close_user_handle(handle as u64);
+        }
+        let files: Vec<u64> = kernel()
+            .objects
+            .iter()
+            .filter(|(_, o)| matches!(o, Object::File { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for file in files {
+            let cleaned = matches!(
+                kernel().objects.get(&file),
+                Some(Object::File {
+                    cleaned_up: true,
+                    ..
+                })
+            );
+            if !cleaned {
+                self.cleanup(File(file));
+            }
+            self.close_file(File(file));
+        }
+        let devices = std::mem::take(&mut kernel().devices);
+        for device in devices {
+            remove_device(device);
+        }
+        let unload = {
+            let k = kernel();
+            match k.objects.get(&k.driver) {
+                Some(Object::Driver { unload, .. }) => (*unload).map(|u| (u, k.driver)),
+                _ => None,
+            }
+        };
+        if let Some((unload, driver)) = unload {
+            // SAFETY: the driver's EvtDriverUnload.
+            unsafe { unload(driver as WDFDRIVER) };
+        }
+        let joins = std::mem::take(&mut kernel().joins);
+        let (finished, running): (Vec<_>, Vec<_>) =
+            joins.into_iter().partition(|j| j.is_finished());
+        for join in finished {
+            let _ = join.join();
+        }
+        kernel().joins = running;
+        leak_report(&kernel())
+    }
+
+    /// Asserts that no rule was broken and nothing leaked (unloading the driver).
+    pub fn assert_clean_unload(&self) {
+        let leaks = self.unload();
+        let violations = self.violations();
+        assert!(
+            violations.is_empty() && leaks.is_empty(),
+            "the driver broke rules: {}; leak report: {}",
+            list(violations.iter().map(ToString::to_string)),
+            list(leaks.into_iter())
+        );
+    }
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join("; ")
+    }
+}
+
+fn file_callbacks(file: u64) -> (PFN_WDF_FILE_CLEANUP, PFN_WDF_FILE_CLOSE) {
+    let k = kernel();
+    let device = match k.objects.get(&file) {
+        Some(Object::File { device, .. }) => *device,
+        _ => return (None, None),
+    };
+    match k.objects.get(&device) {
+        Some(Object::Device(d)) => (d.init.file_cleanup, d.init.file_close),
+        _ => (None, None),
+    }
+}
+
+/// Device removal: EvtCleanupCallback at PASSIVE_LEVEL, then the context is freed, which
+/// no system thread may still use.
+fn remove_device(device: u64) {
+    let cleanup = match kernel().objects.get(&device) {
+        Some(Object::Device(d)) => d.cleanup,
+        _ => return,
+    };
+    set_irql(0);
+    if let Some(cleanup) = cleanup {
+        // SAFETY: the driver's cleanup callback for its device.
+        unsafe { cleanup(device as WDFOBJECT) };
+    }
+    let mut k = kernel();
+    let Some(Object::Device(d)) = k.objects.remove(&device) else {
+        return;
+    };
+    let range = d.context as usize..d.context as usize + d.context_layout.size();
+    let threads: Vec<_> = k
+        .threads
+        .iter()
+        .filter(|t| range.contains(&t.context))
+        .cloned()
+        .collect();
+    for thread in threads {
+        let ended = *thread.ended.lock().unwrap_or_else(|e| e.into_inner());
+        // Relaxed: see KeWaitForSingleObject.
+        let waited = thread.waited.load(Ordering::Relaxed);
+        if !ended {
+            k.violate("Thread", "the device context was freed while a system thread that uses it still runs (its start context points into it)".into());
+        } else if !waited {
+            k.violate("Thread", "the device context was freed, and a system thread that used it was never waited for (KeWaitForSingleObject): it may still have been running".into());
+        }
+    }
+    // SAFETY: allocated by WdfDeviceCreate with this layout; the device is gone.
+    unsafe { std::alloc::dealloc(d.context, d.context_layout) };
+}
+
+fn leak_report(k: &Kernel) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for object in k.objects.values() {
+        match object {
+            Object::Section { refs, bytes, .. } => leaks.push(format!(
+                "a section of {bytes} bytes still has {refs} references or handles"
+            )),
+            Object::Thread { record, refs } => {
+                let ended = *record.ended.lock().unwrap_or_else(|e| e.into_inner());
+                leaks.push(format!(
+                    "a thread object still has {refs} references (thread ended: {ended})"
+                ));
+            }
+            Object::Request(r) => {
+                let s = r.state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.completed.is_none() {
+                    if s.refused_cancelable {
+                        leaks.push("a request whose WdfRequestMarkCancelableEx returned STATUS_CANCELLED was never completed".into());
+                    } else {
+                        leaks.push("a request was never completed".into());
+                    }
+                }
+            }
+            Object::SpinLock(_) => leaks.push("a spin lock was never deleted".into()),
+            Object::Key => leaks.push("a registry key was never closed".into()),
+            Object::DeviceInit(_) => leaks.push("a WDFDEVICE_INIT was never used".into()),
+            _ => {}
+        }
+    }
+    for handle in k.kernel_handles.keys() {
+        leaks.push(format!("kernel handle {handle:#x} was never closed"));
+    }
+    for (base, region) in &k.regions {
+        leaks.push(match region.kind {
+            RegionKind::Pool { tag } => format!(
+                "pool allocation {base:#x} ({} bytes, tag {:?}) was never freed",
+                region.len,
+                String::from_utf8_lossy(&tag.to_le_bytes())
+            ),
+            RegionKind::View { .. } => format!("system-space view {base:#x} was never unmapped"),
+            RegionKind::Locked { .. } => format!("MDL mapping {base:#x} was never unmapped"),
+        });
+    }
+    for info in k.mdls.values() {
+        leaks.push(format!("an MDL of {} pages was never freed", info.pages));
+    }
+    for thread in &k.threads {
+        if !*thread.ended.lock().unwrap_or_else(|e| e.into_inner()) {
+            leaks.push("a system thread is still running".into());
+        }
+    }
+    leaks
+}
