@@ -1,1 +1,242 @@
+//! The driver's own code on wdk-usersim (Linux): DriverEntry, device add, the request
+//! callbacks, the cancel routine, file cleanup and close, sections, MDLs and system threads,
+//! driven through the simulated I/O manager, with the rules checked as it runs. Every test
+//! ends with an unload whose leak report must be empty and no rule broken.
 
+use std::vec::Vec;
+
+use ringmap_core::abi::{
+    EmptyRequest, GenerateRequest, MapReply, QueryReply, QueryRequest, Request, StatsReply, Wire,
+    WriteRequest,
+};
+use wdk_usersim::sim::{File, Irp, Sim};
+use wdk_usersim::{STATUS_CANCELLED, STATUS_SUCCESS};
+
+fn bytes<T: Wire>(value: &T) -> Vec<u8> {
+    let mut out = std::vec![0u8; T::SIZE as usize];
+    value.write_to(&mut out).expect("fits");
+    out
+}
+
+/// A loaded driver with one open handle.
+fn loaded() -> (Sim, File) {
+    let sim = Sim::new();
+    sim.set_ring_capacity(Some(64 * 1024));
+    sim.load(crate::driver_entry)
+        .expect("DriverEntry and device add succeed");
+    let file = sim.open();
+    (sim, file)
+}
+
+fn send<T: Wire>(sim: &Sim, file: File, request: Request, input: &T, output: usize) -> Irp {
+    sim.ioctl(file, request.ioctl(), &bytes(input), output)
+}
+
+fn map(sim: &Sim, file: File) -> MapReply {
+    let (code, out) = send(
+        sim,
+        file,
+        Request::Map,
+        &EmptyRequest::new(),
+        MapReply::SIZE as usize,
+    )
+    .wait();
+    assert_eq!(code, STATUS_SUCCESS, "MAP succeeds");
+    MapReply::read_exact(&out).expect("a MAP reply")
+}
+
+fn write(sim: &Sim, file: File, payload: &[u8]) {
+    let mut input = bytes(&WriteRequest::new(payload.len() as u32));
+    input.extend_from_slice(payload);
+    let (code, _) = sim.ioctl(file, Request::Write.ioctl(), &input, 64).wait();
+    assert_eq!(code, STATUS_SUCCESS, "WRITE succeeds");
+}
+
+fn query(sim: &Sim, file: File, consumer_offset: u64) -> Irp {
+    send(
+        sim,
+        file,
+        Request::Query,
+        &QueryRequest::new(consumer_offset),
+        QueryReply::SIZE as usize,
+    )
+}
+
+fn stats(sim: &Sim, file: File) -> StatsReply {
+    let (code, out) = send(
+        sim,
+        file,
+        Request::Stats,
+        &EmptyRequest::new(),
+        StatsReply::SIZE as usize,
+    )
+    .wait();
+    assert_eq!(code, STATUS_SUCCESS, "STATS succeeds");
+    StatsReply::read_exact(&out).expect("a STATS reply")
+}
+
+fn close_view(sim: &Sim, reply: &MapReply) {
+    for handle in [
+        reply.consumer_page_handle,
+        reply.producer_page_handle,
+        reply.data_handle,
+    ] {
+        assert!(
+            sim.close_user_handle(handle),
+            "MAP's handles are the process's"
+        );
+    }
+}
+
+#[test]
+fn map_gives_handles_with_exactly_the_access_asked_and_everything_is_freed() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    assert_eq!(reply.capacity, 64 * 1024);
+    assert_eq!(
+        sim.user_handle_writable(reply.consumer_page_handle),
+        Some(true)
+    );
+    assert_eq!(
+        sim.user_handle_writable(reply.producer_page_handle),
+        Some(false)
+    );
+    assert_eq!(sim.user_handle_writable(reply.data_handle), Some(false));
+    assert_eq!(stats(&sim, file).mapped, 1);
+    let (code, _) = send(&sim, file, Request::Unmap, &EmptyRequest::new(), 0).wait();
+    assert_eq!(code, STATUS_SUCCESS);
+    close_view(&sim, &reply);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn a_query_pends_until_a_write_completes_it() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let pending = query(&sim, file, reply.consumer_offset);
+    assert!(pending.result().is_none(), "QUERY on an empty ring pends");
+    write(&sim, file, b"hello");
+    let (code, out) = pending.wait();
+    assert_eq!(code, STATUS_SUCCESS);
+    let answer = QueryReply::read_exact(&out).expect("a QUERY reply");
+    assert!(answer.producer_offset > reply.consumer_offset);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn cancel_completes_a_pending_query_cancelled() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let pending = query(&sim, file, reply.consumer_offset);
+    sim.cancel(&pending);
+    assert_eq!(pending.wait().0, STATUS_CANCELLED);
+    write(&sim, file, b"after");
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn cleanup_completes_a_pending_query() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let pending = query(&sim, file, reply.consumer_offset);
+    sim.cleanup(file);
+    assert!(
+        pending.result().is_some(),
+        "cleanup completes the handle's QUERY"
+    );
+    sim.close_file(file);
+    sim.assert_clean_unload();
+}
+
+/// The cancel routine runs on another thread right before the completing path's
+/// WdfRequestUnmarkCancelable: the window between taking the QUERY out of the device and
+/// unmarking it.
+#[test]
+fn a_cancel_just_before_the_completing_unmark_breaks_no_rule() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let pending = query(&sim, file, reply.consumer_offset);
+    sim.cancel_before_unmark(&pending);
+    write(&sim, file, b"wakes the query");
+    let (code, _) = pending.wait();
+    assert!(code == STATUS_SUCCESS || code == STATUS_CANCELLED);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn a_query_on_a_cleaned_up_handle_is_refused() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    sim.cleanup(file);
+    let late = query(&sim, file, reply.consumer_offset);
+    let Some((code, _)) = late.result() else {
+        panic!(
+            "a QUERY that arrives after its handle's cleanup pends, with nothing left to cancel it"
+        );
+    };
+    assert_ne!(code, STATUS_SUCCESS);
+    sim.close_file(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn generate_starts_and_stops_its_threads() {
+    let (sim, file) = loaded();
+    let (code, _) = send(
+        &sim,
+        file,
+        Request::Generate,
+        &GenerateRequest::start(2, 16, 0, 100),
+        64,
+    )
+    .wait();
+    assert_eq!(code, STATUS_SUCCESS);
+    let (code, _) = send(&sim, file, Request::Generate, &GenerateRequest::stop(), 64).wait();
+    assert_eq!(code, STATUS_SUCCESS);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn no_generator_thread_escapes_when_referencing_it_fails() {
+    let (sim, file) = loaded();
+    sim.fail_thread_references(1);
+    let (code, _) = send(
+        &sim,
+        file,
+        Request::Generate,
+        &GenerateRequest::start(2, 16, 0, 0),
+        64,
+    )
+    .wait();
+    assert_ne!(
+        code, STATUS_SUCCESS,
+        "GENERATE fails when its thread cannot be referenced"
+    );
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn a_failed_map_leaves_nothing_behind() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let other = sim.open();
+    let (code, _) = send(
+        &sim,
+        other,
+        Request::Map,
+        &EmptyRequest::new(),
+        MapReply::SIZE as usize,
+    )
+    .wait();
+    assert_ne!(code, STATUS_SUCCESS, "a second MAP while mapped is refused");
+    close_view(&sim, &reply);
+    sim.close(other);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
