@@ -10,7 +10,7 @@ use wdk_sys::ntddk::{
     KeDelayExecutionThread, KeGetCurrentIrql, KeLowerIrql, KeQueryPerformanceCounter,
     KeWaitForSingleObject, KfRaiseIrql, ObCloseHandle, ObOpenObjectByPointer,
     ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsGetCurrentProcessId,
-    PsTerminateSystemThread, ZwClose,
+    PsTerminateSystemThread, ZwClose, ZwWaitForSingleObject,
 };
 use wdk_sys::{
     _KWAIT_REASON, _MODE, ACCESS_MASK, DISPATCH_LEVEL, HANDLE, KIRQL, KPROCESSOR_MODE,
@@ -29,9 +29,11 @@ pub struct PendingRequest(pub WDFREQUEST);
 // the thread that received them); the core moves it between the requester and producers.
 unsafe impl Send for PendingRequest {}
 
-/// One generator thread: the referenced thread object, and what its start routine needs.
+/// One generator thread: the referenced thread object (or, if referencing it failed, its
+/// kernel handle, kept open to wait on), and what its start routine needs.
 struct Producer {
     thread: AtomicPtr<c_void>,
+    handle: AtomicPtr<c_void>,
     device: WDFDEVICE,
     index: u32,
 }
@@ -84,6 +86,7 @@ impl KernelPlatform {
             frequency: unsafe { frequency.QuadPart }.max(1) as u64,
             producers: core::array::from_fn(|index| Producer {
                 thread: AtomicPtr::new(null_mut()),
+                handle: AtomicPtr::new(null_mut()),
                 device,
                 index: index as u32,
             }),
@@ -279,11 +282,16 @@ unsafe impl Platform for KernelPlatform {
                     null_mut(),
                 )
             };
-            // SAFETY: our kernel handle; the thread runs on without it.
-            let _ = unsafe { ZwClose(handle) };
             if !wdk::nt_success(status) {
+                // The thread runs and uses `producer`: keep its handle, so that
+                // `join_producers` (which the core calls on this failure) waits for it.
+                // Release: pairs with the Acquire swap in `join_producers`.
+                producer.handle.store(handle, Ordering::Release);
                 return Err(Status::InsufficientResources);
             }
+            // SAFETY: our kernel handle; the thread runs on without it (the reference above
+            // is what `join_producers` waits on).
+            let _ = unsafe { ZwClose(handle) };
             // Release: pairs with the Acquire swap in `join_producers`, which then sees the
             // thread object fully referenced.
             producer.thread.store(thread, Ordering::Release);
@@ -293,6 +301,16 @@ unsafe impl Platform for KernelPlatform {
 
     fn join_producers(&self) {
         for producer in &self.producers {
+            // Acquire: pairs with the Release store in `start_producers`.
+            let handle = producer.handle.swap(null_mut(), Ordering::Acquire);
+            if !handle.is_null() {
+                // SAFETY: our kernel handle to a thread whose reference failed; an infinite,
+                // non-alertable wait at PASSIVE_LEVEL; then the handle is closed.
+                unsafe {
+                    let _ = ZwWaitForSingleObject(handle, 0, null_mut());
+                    let _ = ZwClose(handle);
+                }
+            }
             // Acquire: pairs with the Release store in `start_producers`.
             let thread = producer.thread.swap(null_mut(), Ordering::Acquire);
             if thread.is_null() {

@@ -702,6 +702,24 @@ pub unsafe fn PsTerminateSystemThread(_status: NTSTATUS) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
+pub unsafe fn ZwWaitForSingleObject(
+    handle: HANDLE,
+    _alertable: BOOLEAN,
+    timeout: PLARGE_INTEGER,
+) -> NTSTATUS {
+    check_irql("ZwWaitForSingleObject", PASSIVE);
+    let object = kernel().kernel_handles.get(&(handle as u64)).copied();
+    let Some(object) = object else {
+        violate(
+            "Handle",
+            format!("ZwWaitForSingleObject on {handle:p}, which is no kernel handle"),
+        );
+        return STATUS_INVALID_HANDLE;
+    };
+    // SAFETY: the caller's timeout, passed on; the object is a thread or reported as not one.
+    unsafe { wait_thread(object as PVOID, timeout, "ZwWaitForSingleObject") }
+}
+
 pub unsafe fn KeWaitForSingleObject(
     object: PVOID,
     _reason: KWAIT_REASON,
@@ -713,14 +731,19 @@ pub unsafe fn KeWaitForSingleObject(
     // SAFETY: the caller's timeout, if any.
     let zero = !timeout.is_null() && unsafe { (*timeout).QuadPart } == 0;
     check_irql("KeWaitForSingleObject", if zero { DISPATCH } else { APC });
+    // SAFETY: the caller's timeout.
+    unsafe { wait_thread(object, timeout, "KeWaitForSingleObject") }
+}
+
+unsafe fn wait_thread(object: PVOID, timeout: PLARGE_INTEGER, function: &str) -> NTSTATUS {
+    // SAFETY: the caller's timeout, if any.
+    let zero = !timeout.is_null() && unsafe { (*timeout).QuadPart } == 0;
     let record = match kernel().objects.get(&(object as u64)) {
         Some(Object::Thread { record, .. }) => record.clone(),
         _ => {
             violate(
                 "Reference",
-                format!(
-                    "KeWaitForSingleObject on {object:p}, which is no referenced thread object"
-                ),
+                format!("{function} on {object:p}, which is no referenced thread object"),
             );
             return STATUS_INVALID_PARAMETER;
         }
