@@ -73,9 +73,19 @@ pub unsafe trait Platform: Sync + Sized {
     /// Runs `f` under the device's lock.
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R;
 
-    /// Completes a pending QUERY with its reply or a status. The Windows host completes only
-    /// if `WdfRequestUnmarkCancelable` did not return `STATUS_CANCELLED` (the cancel routine
-    /// completes it then). Called without the lock held.
+    /// Called under the lock, in the same locked step that takes a pending QUERY out of the
+    /// device to complete it (a producer's wake, QUERY's complete-now path, UNMAP or close;
+    /// never the cancel path, [`Device::cancel_query`]): makes it no longer cancelable. The
+    /// Windows host calls `WdfRequestUnmarkCancelable` here and returns `None` if that returns
+    /// `STATUS_CANCELLED`: the cancel routine owns the request then (it takes this same lock,
+    /// finds nothing pending and completes it), and the device drops the query without
+    /// completing it. Unmarking here, not after the lock is released, is what keeps an Unmark
+    /// from touching a request the cancel routine already completed (RingBufferMP.tla takes
+    /// and unmarks in one step).
+    fn take_query(&self, query: Self::PendingQuery) -> Option<Self::PendingQuery>;
+
+    /// Completes a pending QUERY, taken by [`take_query`](Platform::take_query) or by the
+    /// cancel path, with its reply or a status. Called without the lock held.
     fn complete_query(&self, query: Self::PendingQuery, reply: Result<QueryReply, Status>);
 
     /// Makes a fresh consumer page (zeroed) and the consumer view available to the caller of
@@ -263,12 +273,13 @@ impl<P: Platform> Hooks for DeviceCore<P> {
     fn wake_query(&self, ring: &Ring<Self>, head: u64) {
         let query = self.locked(|state| {
             if ring.disarm_query_for(head) {
-                state.pending.take()
+                let (_, query) = state.pending.take()?;
+                self.platform.take_query(query)
             } else {
                 None
             }
         });
-        if let Some((_, query)) = query {
+        if let Some(query) = query {
             self.wakeups.fetch_add(1, Relaxed);
             self.platform.complete_query(query, Ok(query_reply(ring)));
         }
@@ -429,7 +440,9 @@ impl<P: Platform> Device<P> {
     fn end_mapping(&self, handle: HandleId) -> Option<()> {
         let core = self.core();
         let (mapping, query) = core.locked(|state| {
-            let query = state.take_query_of(&self.ring, handle);
+            let query = state
+                .take_query_of(&self.ring, handle)
+                .and_then(|query| core.platform.take_query(query));
             let mapping = match core::mem::replace(&mut state.mapping, MappingState::Unmapped) {
                 MappingState::Mapped {
                     handle: holder,
@@ -546,8 +559,9 @@ impl<P: Platform> Device<P> {
             }
             let query = pend()?;
             if self.ring.arm_query(head) && self.ring.disarm_query_for(head) {
-                // Committed meanwhile: complete it ourselves, now that it is pending.
-                return Ok(Some(query));
+                // Committed meanwhile: complete it ourselves, now that it is pending (taken
+                // back under this lock, so a cancel routine that already runs owns it).
+                return Ok(core.platform.take_query(query));
             }
             state.pending = Some((handle, query));
             Ok(None)

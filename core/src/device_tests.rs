@@ -25,6 +25,10 @@ struct TestPlatform {
     joins: AtomicU32,
     /// While set, the first `join_producers` waits (a stop that is still joining).
     hold_first_join: AtomicBool,
+    /// Queries passed to `take_query`, in order.
+    taken: Mutex<Vec<u32>>,
+    /// Queries whose cancel routine already owns them: `take_query` refuses them.
+    cancel_owns: Mutex<Vec<u32>>,
 }
 
 // SAFETY: `with_lock` runs its closure under a mutex.
@@ -34,6 +38,15 @@ unsafe impl Platform for TestPlatform {
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = self.lock.lock().unwrap();
         f()
+    }
+    fn take_query(&self, query: u32) -> Option<u32> {
+        assert!(
+            self.lock.try_lock().is_err(),
+            "take_query runs under the device lock"
+        );
+        self.taken.lock().unwrap().push(query);
+        // A query the cancel routine owns (it was invoked and waits for the lock).
+        (!self.cancel_owns.lock().unwrap().contains(&query)).then_some(query)
     }
     fn complete_query(&self, query: u32, reply: Result<QueryReply, Status>) {
         self.completed.lock().unwrap().push((query, reply));
@@ -742,4 +755,28 @@ fn only_a_privileged_handle_revokes_and_the_next_map_works() {
         Err(Status::InvalidDeviceState),
         "nothing to revoke"
     );
+}
+
+#[test]
+fn a_taken_query_is_unmarked_under_the_lock_and_one_its_cancel_routine_owns_is_not_completed() {
+    let (device, _heap, _consumer) = mapped_device();
+    pend_query(&device, A, 7);
+    // EvtRequestCancel was invoked for 7 and waits for the lock: the wake's take refuses it.
+    device.platform().cancel_owns.lock().unwrap().push(7);
+    assert!(write(&device, b"wakes").is_ok());
+    assert_eq!(*device.platform().taken.lock().unwrap(), vec![7]);
+    assert!(device.platform().completed.lock().unwrap().is_empty());
+    // The cancel routine then finds nothing pending (and completes its request itself).
+    assert_eq!(device.cancel_query(|&q| q == 7), None);
+    // The device is free for the next QUERY (which completes at once: a record is there).
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(0).as_bytes(),
+        8,
+    );
+    assert!(result.is_ok(), "the next QUERY is not refused as busy");
+    // The cancel path does not go through take_query.
+    assert_eq!(*device.platform().taken.lock().unwrap(), vec![7]);
 }

@@ -166,15 +166,19 @@ unsafe impl Platform for KernelPlatform {
         result
     }
 
-    fn complete_query(&self, query: PendingRequest, reply: Result<QueryReply, Status>) {
-        let request = query.0;
-        // SAFETY: a request we marked cancelable and still own.
+    fn take_query(&self, query: PendingRequest) -> Option<PendingRequest> {
+        // Under the device lock (DISPATCH_LEVEL; Unmark is allowed up to it), the lock
+        // EvtRequestCancel takes: if the cancel routine was invoked it has not completed the
+        // request yet (it waits for this lock, then finds nothing pending and completes it).
+        // SAFETY: a request we marked cancelable and that nobody has completed.
         let status =
-            unsafe { call_unsafe_wdf_function_binding!(WdfRequestUnmarkCancelable, request) };
-        if status == STATUS_CANCELLED {
-            // EvtRequestCancel runs (or ran) and completes it.
-            return;
-        }
+            unsafe { call_unsafe_wdf_function_binding!(WdfRequestUnmarkCancelable, query.0) };
+        (status != STATUS_CANCELLED).then_some(query)
+    }
+
+    fn complete_query(&self, query: PendingRequest, reply: Result<QueryReply, Status>) {
+        // Not cancelable any more (`take_query`), or the cancel path's: ours to complete.
+        let request = query.0;
         let (status, information) = match reply {
             // SAFETY: the request is ours and not completed.
             Ok(reply) => match unsafe { output_buffer(request, QueryReply::SIZE as usize) } {

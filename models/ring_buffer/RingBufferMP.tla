@@ -268,7 +268,9 @@ CompleteOn(h, base) ==
 \* The host's wake-up, under the query lock.  If the query is still armed
 \* for my record, disarm it (Ring::disarm_query_for), then complete the
 \* request only if WdfRequestUnmarkCancelable succeeds; otherwise the
-\* cancel routine owns it.  Bug "cancel_double_complete": complete it
+\* cancel routine owns it.  The code unmarks in the same locked step
+\* (Platform::take_query) and completes after releasing the lock, which
+\* no other party can tell apart: an unmarked request is the waker's.  Bug "cancel_double_complete": complete it
 \* whatever UnmarkCancelable says.
 Wake(p) ==
     /\ pc[p] = "waking"

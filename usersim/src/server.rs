@@ -205,6 +205,12 @@ unsafe impl Platform for Host {
         f()
     }
 
+    fn take_query(&self, query: PendingQuery) -> Option<PendingQuery> {
+        // A CANCEL message takes its QUERY through `cancel_query`, under the same lock, so a
+        // QUERY taken here is this caller's to complete.
+        Some(query)
+    }
+
     fn complete_query(&self, query: PendingQuery, reply: Result<QueryReply, Status>) {
         lock(&query.connection.outbox).query_pending = false;
         // Queued, not sent: a producer completing the QUERY never waits on the client.
