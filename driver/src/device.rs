@@ -2,6 +2,7 @@
 
 use core::mem::MaybeUninit;
 use core::ptr::null_mut;
+use core::sync::atomic::AtomicBool;
 
 use ringmap_core::abi::{self, DEVICE_INTERFACE_GUID};
 use ringmap_core::device::Device;
@@ -12,7 +13,7 @@ use wdk_sys::{
     PLUGPLAY_REGKEY_DEVICE, PWDFDEVICE_INIT, STATUS_INVALID_PARAMETER,
     STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_FILEOBJECT_CONFIG,
     WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE, WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES,
-    WDF_OBJECT_CONTEXT_TYPE_INFO, WDFDEVICE, WDFDRIVER, WDFKEY, WDFOBJECT, WDFQUEUE,
+    WDF_OBJECT_CONTEXT_TYPE_INFO, WDFDEVICE, WDFDRIVER, WDFFILEOBJECT, WDFKEY, WDFOBJECT, WDFQUEUE,
     call_unsafe_wdf_function_binding,
 };
 
@@ -75,7 +76,7 @@ struct DeviceContext {
 
 /// `WDF_DECLARE_CONTEXT_TYPE` by hand: a static type info whose `UniqueType` is itself.
 #[repr(transparent)]
-struct ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO);
+pub(crate) struct ContextTypeInfo(pub(crate) WDF_OBJECT_CONTEXT_TYPE_INFO);
 
 // SAFETY: immutable after initialisation; only its address is handed to WDF.
 unsafe impl Sync for ContextTypeInfo {}
@@ -89,6 +90,36 @@ static DEVICE_CONTEXT_TYPE: ContextTypeInfo = ContextTypeInfo(WDF_OBJECT_CONTEXT
     UniqueType: core::ptr::addr_of!(DEVICE_CONTEXT_TYPE).cast(),
     EvtDriverGetUniqueContextType: None,
 });
+
+/// A file object's context. WDF zeroes it: `cleaned_up == false` until EvtFileCleanup.
+pub(crate) struct FileContext {
+    /// Set by EvtFileCleanup: requests that still arrive through the handle are refused.
+    pub(crate) cleaned_up: AtomicBool,
+}
+
+#[unsafe(link_section = ".data")]
+static FILE_CONTEXT_TYPE: ContextTypeInfo = ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO {
+    Size: crate::wdf_size::<WDF_OBJECT_CONTEXT_TYPE_INFO>(),
+    ContextName: c"RingMapFileContext".as_ptr(),
+    ContextSize: core::mem::size_of::<FileContext>(),
+    UniqueType: core::ptr::addr_of!(FILE_CONTEXT_TYPE).cast(),
+    EvtDriverGetUniqueContextType: None,
+});
+
+/// The context of one of this driver's file objects.
+pub(crate) fn file_context<'a>(file: WDFFILEOBJECT) -> &'a FileContext {
+    // SAFETY: every file object of this driver's device has FILE_CONTEXT_TYPE (set in
+    // `init_device`); WDF's zeroed memory is a valid `FileContext` (an `AtomicBool` false),
+    // alive as long as the file object, which outlives its requests and callbacks.
+    unsafe {
+        &*call_unsafe_wdf_function_binding!(
+            WdfObjectGetTypedContextWorker,
+            file as WDFOBJECT,
+            FILE_CONTEXT_TYPE.0.UniqueType
+        )
+        .cast::<FileContext>()
+    }
+}
 
 fn context(device: WDFDEVICE) -> *mut DeviceContext {
     // SAFETY: every device of this driver is created with DEVICE_CONTEXT_TYPE.
@@ -212,11 +243,19 @@ fn init_device(device_init: PWDFDEVICE_INIT) -> Result<(), NTSTATUS> {
             AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
             FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCannotUseFsContexts,
         };
+        let mut file_attributes = WDF_OBJECT_ATTRIBUTES {
+            Size: crate::wdf_size::<WDF_OBJECT_ATTRIBUTES>(),
+            ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
+            SynchronizationScope:
+                _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
+            ContextTypeInfo: FILE_CONTEXT_TYPE.0.UniqueType,
+            ..WDF_OBJECT_ATTRIBUTES::default()
+        };
         call_unsafe_wdf_function_binding!(
             WdfDeviceInitSetFileObjectConfig,
             device_init,
             &raw mut file_config,
-            WDF_NO_OBJECT_ATTRIBUTES
+            &raw mut file_attributes
         );
         call_unsafe_wdf_function_binding!(
             WdfDeviceInitSetIoInCallerContextCallback,

@@ -7,6 +7,7 @@
 //! fixed-size request (refused before anything pends) are read in place.
 
 use core::ptr::null_mut;
+use core::sync::atomic::Ordering;
 
 use ringmap_core::abi::{
     EmptyRequest, GenerateReply, GenerateRequest, MapReply, QueryReply, QueryRequest, Request,
@@ -119,15 +120,6 @@ unsafe fn input_buffer<'a>(request: WDFREQUEST, length: usize) -> Option<&'a [u8
     wdk::nt_success(status).then(|| unsafe { core::slice::from_raw_parts(buffer.cast(), size) })
 }
 
-/// The handle a request came through: its WDFFILEOBJECT (every request has one:
-/// `WdfFileObjectWdfCannotUseFsContexts`).
-fn handle_of(request: WDFREQUEST) -> HandleId {
-    // SAFETY: a request we own.
-    let file: WDFFILEOBJECT =
-        unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
-    HandleId(file as usize as u64)
-}
-
 /// Makes a QUERY cancelable: the `pend` of `Device::request`.
 fn pend(request: WDFREQUEST) -> Result<PendingRequest, Status> {
     // SAFETY: a request we own, not yet cancelable.
@@ -172,14 +164,33 @@ fn dispatch(
     } else {
         in_place
     };
+    // The handle the request came through: its WDFFILEOBJECT (every request has one:
+    // `WdfFileObjectWdfCannotUseFsContexts`).
+    // SAFETY: a request we own.
+    let file: WDFFILEOBJECT =
+        unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
+    let cleaned_up = &crate::device::file_context(file).cleaned_up;
+    // Relaxed: a first refusal only; the check that matters is the one in `pend` below.
+    if cleaned_up.load(Ordering::Relaxed) {
+        return complete_status(request, Status::Cancelled);
+    }
     let mut reply = [0u8; REPLY_MAX];
     let reply_len = output_len.min(REPLY_MAX);
     let outcome = ring.device.request(
-        handle_of(request),
+        HandleId(file as usize as u64),
         kind,
         input,
         &mut reply[..reply_len],
-        || pend(request),
+        || {
+            // Under the device lock. Relaxed: EvtFileCleanup sets the flag before its
+            // `Device::close` takes this lock; if that close ran first, its release of the
+            // lock and our acquire order the flag before this load, and if it runs later,
+            // it takes the QUERY pended here and cancels it.
+            if cleaned_up.load(Ordering::Relaxed) {
+                return Err(Status::Cancelled);
+            }
+            pend(request)
+        },
     );
     match outcome {
         // Completed elsewhere (producers, cancel, cleanup): the request is not ours any more.
@@ -287,6 +298,10 @@ pub unsafe extern "C" fn evt_request_cancel(request: WDFREQUEST) {
 /// EvtFileCleanup: the handle is closed or its process died. Undo its mapping, cancel its
 /// QUERY.
 pub unsafe extern "C" fn evt_file_cleanup(file: WDFFILEOBJECT) {
+    // Relaxed: read under the device lock, which `close` takes next (see `dispatch`).
+    crate::device::file_context(file)
+        .cleaned_up
+        .store(true, Ordering::Relaxed);
     close(file);
 }
 

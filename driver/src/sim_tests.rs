@@ -240,3 +240,31 @@ fn a_failed_map_leaves_nothing_behind() {
     sim.close(file);
     sim.assert_clean_unload();
 }
+
+/// KMDF lets requests arrive on a file object after its EvtFileCleanup (another thread of the
+/// process may have sent them while the handle was being closed). Nothing may pend or map
+/// through it then: EvtFileClose, the only callback left, comes only once they completed.
+#[test]
+fn requests_on_a_cleaned_up_handle_are_refused() {
+    let (sim, file) = loaded();
+    sim.cleanup(file);
+    let (code, _) = send(
+        &sim,
+        file,
+        Request::Map,
+        &EmptyRequest::new(),
+        MapReply::SIZE as usize,
+    )
+    .wait();
+    assert_ne!(
+        code, STATUS_SUCCESS,
+        "MAP through a cleaned-up handle is refused"
+    );
+    let late = query(&sim, file, 0);
+    assert!(
+        late.result().is_some(),
+        "QUERY through a cleaned-up handle does not pend"
+    );
+    sim.close_file(file);
+    sim.assert_clean_unload();
+}

@@ -120,6 +120,10 @@ pub(crate) enum Object {
     File {
         device: u64,
         cleaned_up: bool,
+        /// The file object's context (WDF_FILEOBJECT_CONFIG's attributes), zeroed.
+        context: *mut u8,
+        context_layout: Layout,
+        context_type: usize,
     },
     /// A kernel object: `refs` counts references and handles.
     Section {
@@ -139,6 +143,8 @@ pub(crate) struct DeviceInit {
     pub(crate) file_cleanup: PFN_WDF_FILE_CLEANUP,
     pub(crate) file_close: PFN_WDF_FILE_CLOSE,
     pub(crate) in_caller_context: PFN_WDF_IO_IN_CALLER_CONTEXT,
+    /// The file objects' context type and size.
+    pub(crate) file_context: (usize, usize),
 }
 
 pub(crate) struct Device {

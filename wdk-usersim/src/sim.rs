@@ -232,9 +232,21 @@ impl Sim {
     /// Opens the device: a new file object (no EvtDeviceFileCreate in ringmap).
     pub fn open(&self) -> File {
         let device = self.device();
-        File(kernel().insert(Object::File {
+        let mut k = kernel();
+        let (context_type, size) = match k.objects.get(&device) {
+            Some(Object::Device(d)) => d.init.file_context,
+            _ => (0, 0),
+        };
+        let layout =
+            std::alloc::Layout::from_size_align(size.max(1), 16).expect("a context layout");
+        // SAFETY: a non-zero size; WDF zeroes context memory.
+        let context = unsafe { std::alloc::alloc_zeroed(layout) };
+        File(k.insert(Object::File {
             device,
             cleaned_up: false,
+            context,
+            context_layout: layout,
+            context_type,
         }))
     }
 
@@ -311,12 +323,34 @@ impl Sim {
     /// EvtFileClose, once every request on the file has completed.
     pub fn close_file(&self, file: File) {
         let callback = file_callbacks(file.0).1;
+        {
+            let mut k = kernel();
+            let pending = k.objects.values().any(|o| match o {
+                Object::Request(r) => {
+                    let s = r.state.lock().unwrap_or_else(|e| e.into_inner());
+                    s.file == file.0 && s.completed.is_none()
+                }
+                _ => false,
+            });
+            if pending {
+                k.violate("Request", "a request is still pending on a file object after its cleanup: on Windows EvtFileClose never comes and the handle's process cannot exit".into());
+            }
+        }
         set_irql(0);
         if let Some(callback) = callback {
             // SAFETY: the driver's callback with its file object.
             unsafe { callback(file.0 as WDFFILEOBJECT) };
         }
-        kernel().objects.remove(&file.0);
+        let removed = kernel().objects.remove(&file.0);
+        if let Some(Object::File {
+            context,
+            context_layout,
+            ..
+        }) = removed
+        {
+            // SAFETY: allocated in `open` with this layout; the file object is gone.
+            unsafe { std::alloc::dealloc(context, context_layout) };
+        }
     }
 
     /// CloseHandle of the device handle: cleanup then close.

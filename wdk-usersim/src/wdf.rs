@@ -85,13 +85,27 @@ pub unsafe fn WdfDeviceInitSetCharacteristics(
 pub unsafe fn WdfDeviceInitSetFileObjectConfig(
     init: PWDFDEVICE_INIT,
     config: *mut WDF_FILEOBJECT_CONFIG,
-    _attributes: PWDF_OBJECT_ATTRIBUTES,
+    attributes: PWDF_OBJECT_ATTRIBUTES,
 ) {
     // SAFETY: the caller's config.
     let (cleanup, close) = unsafe { ((*config).EvtFileCleanup, (*config).EvtFileClose) };
+    let context = if attributes.is_null() {
+        (0, 0)
+    } else {
+        // SAFETY: the caller's attributes and their context type info, if any.
+        unsafe {
+            let info = (*attributes).ContextTypeInfo;
+            if info.is_null() {
+                (0, 0)
+            } else {
+                (info as usize, (*info).ContextSize)
+            }
+        }
+    };
     with_init(init, "WdfDeviceInitSetFileObjectConfig", |init| {
         init.file_cleanup = cleanup;
         init.file_close = close;
+        init.file_context = context;
     });
 }
 
@@ -160,6 +174,11 @@ pub unsafe fn WdfObjectGetTypedContextWorker(
         Some(Object::Device(device)) if device.context_type == type_info as usize => {
             device.context.cast()
         }
+        Some(Object::File {
+            context,
+            context_type,
+            ..
+        }) if *context_type == type_info as usize => context.cast(),
         _ => {
             k.violate("WDF", format!("WdfObjectGetTypedContextWorker: {object:p} has no context of that type (deleted?)"));
             core::ptr::null_mut()
