@@ -4,7 +4,9 @@
 //! printed. The design is `models/ring_buffer/ConsumerHandover.tla`; `CONFORMANCE.md` says
 //! where each of its steps lives.
 
-use std::io::{BufRead, BufReader, Read};
+#[cfg(unix)]
+use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -318,6 +320,7 @@ fn tail_piped_into_head_returns_only_what_it_wrote() {
 }
 
 /// The offsets of `ringmap tail --format json` lines.
+#[cfg(unix)]
 fn offsets(json_lines: &str) -> Vec<u64> {
     json_lines
         .lines()

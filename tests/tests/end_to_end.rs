@@ -3,6 +3,7 @@
 //! run with `--test-threads=1`). No timing assertions: every deadline below only turns a hang
 //! into a failure.
 
+#[cfg(unix)]
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;

@@ -12,6 +12,9 @@
 //! 15 s here), so the workspace should build that one dependency optimised even in the dev
 //! profile (`[profile.dev.package.tla-checker] opt-level = 3` in the root `Cargo.toml`).
 
+// tla-checker is a Linux (non-Windows) dev-dependency: see tests/Cargo.toml.
+#![cfg(not(windows))]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
