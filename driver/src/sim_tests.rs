@@ -268,3 +268,28 @@ fn requests_on_a_cleaned_up_handle_are_refused() {
     sim.close_file(file);
     sim.assert_clean_unload();
 }
+
+/// The cancel routine runs on another thread after a delay the test varies, racing the
+/// completion by a WRITE: whichever wins, the request is completed once and no rule breaks.
+#[test]
+fn cancels_at_varied_times_race_completions_without_breaking_a_rule() {
+    let (sim, file) = loaded();
+    sim.jitter(true);
+    map(&sim, file);
+    for round in 0..200u64 {
+        let offset = stats(&sim, file).producer_offset;
+        let pending = query(&sim, file, offset);
+        let cancel = sim.cancel_later(&pending, std::time::Duration::from_micros(round % 13 * 7));
+        write(&sim, file, b"race");
+        let (code, _) = pending.wait();
+        assert!(code == STATUS_SUCCESS || code == STATUS_CANCELLED);
+        cancel.join().expect("the cancel thread");
+        assert!(
+            sim.violations().is_empty(),
+            "round {round}: {:?}",
+            sim.violations()
+        );
+    }
+    sim.close(file);
+    sim.assert_clean_unload();
+}

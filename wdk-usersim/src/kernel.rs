@@ -383,3 +383,27 @@ pub(crate) fn set_spinning(on: bool) {
 // driver's to share between threads, as a kernel shares them; the table itself is behind a
 // mutex.
 unsafe impl Send for Kernel {}
+
+/// Random delays before request functions (Driver Verifier's way of widening race windows).
+pub(crate) static JITTER: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static RANDOM: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
+}
+
+/// Sleeps 0 to 63 microseconds, pseudo-randomly, if jitter is on.
+pub(crate) fn jitter() {
+    // Relaxed: a test switch, set before the driver runs.
+    if !JITTER.load(Ordering::Relaxed) {
+        return;
+    }
+    let value = RANDOM.with(|r| {
+        let mut x = r.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        r.set(x);
+        x
+    });
+    std::thread::sleep(std::time::Duration::from_micros(value % 64));
+}

@@ -171,6 +171,8 @@ impl Sim {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let old = std::mem::take(&mut *kernel());
         drop(old);
+        // Relaxed: a test switch, set before the driver runs.
+        crate::kernel::JITTER.store(false, Ordering::Relaxed);
         Sim {
             _serial: serial,
             process: 1,
@@ -299,6 +301,23 @@ impl Sim {
         let id = irp.id;
         let thread = std::thread::spawn(move || cancel_request(id));
         let _ = thread.join();
+    }
+
+    /// Random delays (0 to 63 µs) before every request function, as Driver Verifier
+    /// widens race windows; on until [`Sim::new`] makes the next kernel.
+    pub fn jitter(&self, on: bool) {
+        // Relaxed: a test switch, set before the driver runs.
+        crate::kernel::JITTER.store(on, Ordering::Relaxed);
+    }
+
+    /// CancelIoEx from another thread after `delay` (a test varies it to move the cancel
+    /// routine across the driver's windows); join the handle before checking.
+    pub fn cancel_later(&self, irp: &Irp, delay: Duration) -> std::thread::JoinHandle<()> {
+        let id = irp.id;
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            cancel_request(id);
+        })
     }
 
     /// A schedule: `irp` is cancelled on another thread right before the driver's next
@@ -564,4 +583,104 @@ fn leak_report(k: &Kernel) -> Vec<String> {
         }
     }
     leaks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sim;
+    use crate::types::*;
+
+    #[test]
+    fn a_passive_only_call_at_dispatch_breaks_the_irql_rule() {
+        let sim = Sim::new();
+        let mut lock: WDFSPINLOCK = core::ptr::null_mut();
+        // SAFETY: the simulated kernel's functions with valid out-parameters; the lock is
+        // released and deleted below.
+        unsafe {
+            crate::wdf::WdfSpinLockCreate(WDF_NO_OBJECT_ATTRIBUTES, &raw mut lock);
+            crate::wdf::WdfSpinLockAcquire(lock);
+            assert_eq!(u32::from(crate::ntddk::KeGetCurrentIrql()), DISPATCH_LEVEL);
+            let _ = crate::ntddk::ZwClose(core::ptr::null_mut());
+            crate::wdf::WdfSpinLockRelease(lock);
+            assert_eq!(crate::ntddk::KeGetCurrentIrql(), 0);
+            crate::wdf::WdfObjectDelete(lock.cast());
+        }
+        assert!(sim.violated("IRQL"), "{:?}", sim.violations());
+        assert!(sim.unload().is_empty());
+    }
+
+    #[test]
+    fn pool_and_mdls_left_behind_are_in_the_leak_report() {
+        let sim = Sim::new();
+        // SAFETY: the simulated kernel's functions; nothing is freed on purpose.
+        unsafe {
+            let page = crate::ntddk::ExAllocatePool2(POOL_FLAG_NON_PAGED, 4096, 7);
+            let mdl = crate::ntddk::IoAllocateMdl(page, 4096, 0, 0, core::ptr::null_mut());
+            crate::ntddk::MmBuildMdlForNonPagedPool(mdl);
+        }
+        let leaks = sim.unload();
+        assert_eq!(leaks.len(), 2, "{leaks:?}");
+        assert!(sim.violations().is_empty());
+    }
+
+    #[test]
+    fn a_user_handle_closed_with_zwclose_breaks_the_handle_rule() {
+        let sim = Sim::new();
+        let mut section: HANDLE = core::ptr::null_mut();
+        let mut object: PVOID = core::ptr::null_mut();
+        let mut user: HANDLE = core::ptr::null_mut();
+        let mut attributes = OBJECT_ATTRIBUTES {
+            Attributes: OBJ_KERNEL_HANDLE,
+            ..OBJECT_ATTRIBUTES::default()
+        };
+        let mut size = LARGE_INTEGER { QuadPart: 4096 };
+        super::PROCESS.with(|p| p.set(Some(1)));
+        // SAFETY: the simulated kernel's functions with valid arguments.
+        unsafe {
+            use crate::ntddk::*;
+            assert_eq!(
+                ZwCreateSection(
+                    &raw mut section,
+                    0,
+                    &raw mut attributes,
+                    &raw mut size,
+                    PAGE_READWRITE,
+                    SEC_COMMIT,
+                    core::ptr::null_mut()
+                ),
+                0
+            );
+            assert_eq!(
+                ObReferenceObjectByHandle(
+                    section,
+                    0,
+                    core::ptr::null_mut(),
+                    0,
+                    &raw mut object,
+                    core::ptr::null_mut()
+                ),
+                0
+            );
+            assert_eq!(ZwClose(section), 0);
+            assert_eq!(
+                ObOpenObjectByPointer(
+                    object,
+                    0,
+                    core::ptr::null_mut(),
+                    SECTION_MAP_READ,
+                    core::ptr::null_mut(),
+                    0,
+                    &raw mut user
+                ),
+                0
+            );
+            assert_eq!(sim.user_handle_writable(user as u64), Some(false));
+            let _ = ZwClose(user);
+            assert_eq!(ObCloseHandle(user, _MODE::UserMode as KPROCESSOR_MODE), 0);
+            ObfDereferenceObject(object);
+        }
+        super::PROCESS.with(|p| p.set(None));
+        assert!(sim.violated("Handle"), "{:?}", sim.violations());
+        assert!(sim.unload().is_empty());
+    }
 }

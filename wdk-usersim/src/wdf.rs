@@ -423,6 +423,7 @@ pub unsafe fn WdfObjectDelete(object: WDFOBJECT) {
 /// The request, if `request` is one and not completed; a `Request` violation otherwise.
 fn live_request(request: WDFREQUEST, function: &str) -> Option<Arc<crate::kernel::Request>> {
     check_irql(function, DISPATCH);
+    crate::kernel::jitter();
     let r = kernel().request(request as u64, function)?;
     if r.state
         .lock()
@@ -615,6 +616,7 @@ pub unsafe fn WdfRequestMarkCancelableEx(
 
 pub unsafe fn WdfRequestUnmarkCancelable(request: WDFREQUEST) -> NTSTATUS {
     check_irql("WdfRequestUnmarkCancelable", DISPATCH);
+    crate::kernel::jitter();
     // A schedule the test picked: the request is cancelled, and its cancel routine runs on
     // another thread, right before this Unmark.
     let scheduled = kernel().cancel_before_unmark.remove(&(request as u64));
