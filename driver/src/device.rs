@@ -86,7 +86,9 @@ unsafe impl Sync for ContextTypeInfo {}
 static DEVICE_CONTEXT_TYPE: ContextTypeInfo = ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO {
     Size: crate::wdf_size::<WDF_OBJECT_CONTEXT_TYPE_INFO>(),
     ContextName: c"RingMapDeviceContext".as_ptr(),
-    ContextSize: core::mem::size_of::<DeviceContext>(),
+    // Room to align it: WDF aligns a context to MEMORY_ALLOCATION_ALIGNMENT (16 bytes on
+    // x64) only, and the device's counters sit on cache lines of their own (align 128).
+    ContextSize: core::mem::size_of::<DeviceContext>() + core::mem::align_of::<DeviceContext>(),
     UniqueType: core::ptr::addr_of!(DEVICE_CONTEXT_TYPE).cast(),
     EvtDriverGetUniqueContextType: None,
 });
@@ -121,16 +123,22 @@ pub(crate) fn file_context<'a>(file: WDFFILEOBJECT) -> &'a FileContext {
     }
 }
 
+/// The device context: the first suitably aligned address in WDF's context memory (sized with
+/// room for that in DEVICE_CONTEXT_TYPE).
 fn context(device: WDFDEVICE) -> *mut DeviceContext {
     // SAFETY: every device of this driver is created with DEVICE_CONTEXT_TYPE.
-    unsafe {
+    let raw: *mut u8 = unsafe {
         call_unsafe_wdf_function_binding!(
             WdfObjectGetTypedContextWorker,
             device as WDFOBJECT,
             DEVICE_CONTEXT_TYPE.0.UniqueType
         )
     }
-    .cast()
+    .cast();
+    let offset = raw.align_offset(core::mem::align_of::<DeviceContext>());
+    // SAFETY: the context is `size_of + align_of` bytes, so the aligned `DeviceContext`
+    // (offset < align_of) lies inside it.
+    unsafe { raw.add(offset) }.cast()
 }
 
 /// The device's ring, if its context is initialised.

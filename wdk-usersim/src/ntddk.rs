@@ -762,3 +762,13 @@ unsafe fn wait_thread(object: PVOID, timeout: PLARGE_INTEGER, function: &str) ->
     record.waited.store(true, Ordering::Relaxed);
     STATUS_SUCCESS
 }
+
+/// The current process's id: the simulated user process's (1000 + its number) in its
+/// context, the System process's (4) anywhere else.
+pub unsafe fn PsGetCurrentProcessId() -> HANDLE {
+    check_irql("PsGetCurrentProcessId", DISPATCH);
+    match kernel::PROCESS.with(std::cell::Cell::get) {
+        Some(process) => (1000 + process) as usize as HANDLE,
+        None => 4 as HANDLE,
+    }
+}

@@ -144,6 +144,7 @@ pub unsafe fn WdfDeviceCreate(
         // SAFETY: a context type info of the driver.
         unsafe { (*type_info).ContextSize }
     };
+    // WDF aligns context memory to MEMORY_ALLOCATION_ALIGNMENT (16 bytes on x64), no more.
     let layout = std::alloc::Layout::from_size_align(size.max(1), 16).expect("a context layout");
     // SAFETY: a non-zero size; WDF zeroes context memory.
     let context = unsafe { std::alloc::alloc_zeroed(layout) };
