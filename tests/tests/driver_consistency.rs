@@ -297,7 +297,9 @@ fn makefile_and_cargo_use_one_wdk_build() {
     // wdk-build's makefile refuses two wdk-build versions in one build: the load script's and
     // the driver's build dependency must be the same.
     let cargo = toml_file("driver/Cargo.toml");
-    let wdk_build = get(&cargo, "build-dependencies.wdk-build")
+    // Windows-only: on Linux the driver builds against wdk-usersim (driver/Cargo.toml).
+    let windows = get(&cargo, "target.cfg(windows)").as_table().unwrap();
+    let wdk_build = get(windows, "build-dependencies.wdk-build")
         .as_str()
         .unwrap();
     let script = get(&makefile, "config.windows_load_script")
@@ -309,7 +311,7 @@ fn makefile_and_cargo_use_one_wdk_build() {
     );
     for krate in ["wdk", "wdk-sys", "wdk-alloc", "wdk-panic"] {
         assert!(
-            get(&cargo, &format!("dependencies.{krate}")).is_str(),
+            get(windows, &format!("dependencies.{krate}")).is_str(),
             "driver depends on {krate}"
         );
     }
