@@ -293,3 +293,22 @@ fn cancels_at_varied_times_race_completions_without_breaking_a_rule() {
     sim.close(file);
     sim.assert_clean_unload();
 }
+
+/// A QUERY cancelled before the driver makes it cancelable: MarkCancelableEx returns
+/// STATUS_CANCELLED and the driver completes it itself (the leak report would list it).
+#[test]
+fn a_query_cancelled_before_it_pends_is_completed_cancelled() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let input = bytes(&QueryRequest::new(reply.consumer_offset));
+    let irp = sim.ioctl_cancelled(
+        file,
+        Request::Query.ioctl(),
+        &input,
+        QueryReply::SIZE as usize,
+    );
+    assert_eq!(irp.result().map(|r| r.0), Some(STATUS_CANCELLED));
+    write(&sim, file, b"after");
+    sim.close(file);
+    sim.assert_clean_unload();
+}

@@ -255,6 +255,17 @@ impl Sim {
     /// DeviceIoControl(METHOD_BUFFERED) from the simulated process on `file`: the request goes
     /// to EvtIoInCallerContext on this thread, in the process's context.
     pub fn ioctl(&self, file: File, code: u32, input: &[u8], output_len: usize) -> Irp {
+        self.send(file, code, input, output_len, false)
+    }
+
+    /// As [`Sim::ioctl`], but the request is cancelled before the driver sees it (CancelIoEx
+    /// that won the race against dispatch): WdfRequestMarkCancelableEx must return
+    /// STATUS_CANCELLED, and the driver must complete the request itself.
+    pub fn ioctl_cancelled(&self, file: File, code: u32, input: &[u8], output_len: usize) -> Irp {
+        self.send(file, code, input, output_len, true)
+    }
+
+    fn send(&self, file: File, code: u32, input: &[u8], output_len: usize, cancelled: bool) -> Irp {
         let device = self.device();
         let mut buffer = vec![0u8; input.len().max(output_len)].into_boxed_slice();
         buffer[..input.len()].copy_from_slice(input);
@@ -267,7 +278,7 @@ impl Sim {
                 buffer,
                 queue: 0,
                 cancel: Cancel::NotCancelable,
-                cancel_requested: false,
+                cancel_requested: cancelled,
                 refused_cancelable: false,
                 completed: None,
             }),
