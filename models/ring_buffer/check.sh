@@ -6,7 +6,7 @@
 #   cargo install --locked tla-checker --version 0.24.11   # once; puts `tla` in ~/.cargo/bin
 #   models/ring_buffer/check.sh                            # from anywhere
 #
-# `cargo test -p ringmap-tests --test tla_models` asserts the same through the library.
+# `cargo test -p ringmap-models` asserts the same through the library.
 # Set TLA to use another binary. Exits non-zero on the first unexpected outcome.
 set -eu
 

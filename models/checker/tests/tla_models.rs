@@ -1,4 +1,4 @@
-//! The TLA+ models in `models/ring_buffer/`, checked on every `cargo test` with the
+//! The TLA+ models in `models/ring_buffer/`, checked by `cargo test -p ringmap-models` with the
 //! `tla-checker` library (the `tla` binary's engine; it reads the same TLC-style `.cfg`
 //! files TLC does).
 //!
@@ -48,7 +48,7 @@ struct Report {
 }
 
 fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/ring_buffer")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ring_buffer")
 }
 
 fn run(spec: &str, cfg: &str) -> Report {
@@ -310,7 +310,7 @@ fn mp_check_before_commit_loses_a_wakeup() {
 
 /// The re-check after arming looks only at the head's slot, which a producer may have
 /// reserved again after a walk passed the head: a wake-up is lost. (Ring::arm_query's
-/// re-check as of this writing; see models/ring_buffer/CONFORMANCE.md.)
+/// re-check as first written, fixed since; see models/ring_buffer/CONFORMANCE.md.)
 #[test]
 fn mp_recheck_of_a_reused_slot_loses_a_wakeup() {
     let report = run(
