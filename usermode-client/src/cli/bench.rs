@@ -33,6 +33,10 @@ pub struct Args {
     /// of in a `ringmap serve` child process.
     #[arg(long)]
     in_process: bool,
+    /// Print one JSON object (the device, both tables, and every rep's rates, sorted) instead
+    /// of the tables.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
@@ -79,18 +83,20 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
         }
         Device::open()?
     };
-    outln!(
-        "device: {}",
-        if cfg!(target_os = "linux") {
-            if args.in_process {
-                "usersim in this process"
-            } else {
-                "usersim in a `ringmap serve` child process"
-            }
+    let host = if cfg!(target_os = "linux") {
+        if args.in_process {
+            "usersim in this process"
         } else {
-            "the installed driver"
+            "usersim in a `ringmap serve` child process"
         }
-    )?;
+    } else {
+        "the installed driver"
+    };
+    // With --json nothing is printed until the one object at the end.
+    let table = !args.json;
+    if table {
+        outln!("device: {host}")?;
+    }
     let mut mapping = device.map()?;
     if mapping.capacity() != capacity.as_u64() {
         return Err(CliError::msg(format!(
@@ -100,19 +106,25 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
             mapping.capacity()
         )));
     }
-    outln!(
-        "throughput: one producer, one consumer, {} byte ring; median of {} interleaved reps (ratio: median of the per-rep ratios)",
-        capacity.as_u64(),
-        args.reps
-    )?;
-    outln!(
-        "{:<10} {:>16} {:>16} {:>8} {:>14}",
-        "payload",
-        "device rec/s",
-        "in-process rec/s",
-        "ratio",
-        "device drops"
-    )?;
+    if table {
+        outln!(
+            "throughput: one producer, one consumer, {} byte ring; median of {} interleaved reps",
+            capacity.as_u64(),
+            args.reps
+        )?;
+        outln!(
+            "(median ratio: the median of each rep's device/in-process ratio, not the ratio of the two medians beside it)"
+        )?;
+        outln!(
+            "{:<10} {:>16} {:>16} {:>13} {:>14}",
+            "payload",
+            "device rec/s",
+            "in-process rec/s",
+            "median ratio",
+            "device drops"
+        )?;
+    }
+    let mut throughput_json = Vec::new();
     for payload in [8u32, 4096] {
         let records = if payload == 8 {
             args.records
@@ -132,22 +144,46 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
             core_rates.push(core_rate);
             ratios.push(device_rate / core_rate);
         }
-        outln!(
-            "{:<10} {:>16.0} {:>16.0} {:>7.1}% {:>14}",
-            format!("{payload} B"),
-            median(&mut device_rates),
-            median(&mut core_rates),
-            100.0 * median(&mut ratios),
-            dropped
-        )?;
+        let (device_median, core_median) = (median(&mut device_rates), median(&mut core_rates));
+        let median_ratio = median(&mut ratios);
+        if table {
+            outln!(
+                "{:<10} {:>16.0} {:>16.0} {:>12.1}% {:>14}",
+                format!("{payload} B"),
+                device_median,
+                core_median,
+                100.0 * median_ratio,
+                dropped
+            )?;
+        } else {
+            throughput_json.push(serde_json::json!({
+                "payload_bytes": payload,
+                "records": records,
+                "device_records_per_sec_median": device_median,
+                "in_process_records_per_sec_median": core_median,
+                "median_of_per_rep_ratios": median_ratio,
+                "device_records_per_sec_sorted": device_rates,
+                "in_process_records_per_sec_sorted": core_rates,
+                "device_dropped": dropped,
+            }));
+        }
     }
     let device_wake = device_wake_latency(&device, &mut mapping, args.wakeups)?;
     let pipe_wake = pipe_wake_latency(args.wakeups)?;
-    outln!(
-        "wake latency: submit to a blocked consumer's return, {} samples",
-        args.wakeups
-    )?;
-    outln!("{:<10} {:>12} {:>12}", "", "device", "pipe")?;
+    if table {
+        outln!(
+            "wake latency: submit to a blocked consumer's return, {} samples",
+            args.wakeups
+        )?;
+        outln!(
+            "{:<10} {:>12} {:>12} {:>12}",
+            "",
+            "device",
+            "pipe",
+            "device/pipe"
+        )?;
+    }
+    let mut wake_json = serde_json::Map::new();
     for p in [50.0, 99.0] {
         let d = percentile_us(&device_wake, p);
         let q = percentile_us(&pipe_wake, p);
@@ -155,13 +191,40 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
             (Some(d), Some(q)) if q > 0.0 => format!("{:.2}x", d / q),
             _ => "n/a".to_string(),
         };
-        outln!(
-            "{:<10} {:>12} {:>12} {:>8}",
-            format!("p{p:.0}"),
-            format_us(d),
-            format_us(q),
-            ratio
-        )?;
+        if table {
+            outln!(
+                "{:<10} {:>12} {:>12} {:>12}",
+                format!("p{p:.0}"),
+                format_us(d),
+                format_us(q),
+                ratio
+            )?;
+        } else {
+            wake_json.insert(
+                format!("p{p:.0}"),
+                serde_json::json!({
+                    "device_us": d,
+                    "pipe_us": q,
+                    "device_over_pipe": match (d, q) {
+                        (Some(d), Some(q)) if q > 0.0 => Some(d / q),
+                        _ => None,
+                    },
+                }),
+            );
+        }
+    }
+    if !table {
+        let report = serde_json::json!({
+            "device": host,
+            "capacity": capacity.as_u64(),
+            "reps": args.reps,
+            "throughput": throughput_json,
+            "wake_latency": {
+                "samples": args.wakeups,
+                "percentiles": wake_json,
+            },
+        });
+        outln!("{report}")?;
     }
     Ok(0)
 }

@@ -34,6 +34,10 @@ pub struct Args {
     /// The ring's data capacity: a power of two from 4K to 1G (K, M, G suffixes).
     #[arg(long, default_value = "1M", value_parser = parse_capacity, value_name = "BYTES")]
     capacity: u64,
+    /// Print the summary as one JSON object (the same fields, snake_case; latencies in
+    /// microseconds, null without samples) instead of `name: value` lines.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The most records per producer: 64 producers' total still fits in a `u64`.
@@ -286,6 +290,23 @@ fn consume(device: &Device, args: &Args, interrupted: &Interrupted) -> CliResult
     let p99 = format_us(percentile_us(&tally.latencies_ns, 99.0));
     line("wake latency p99", &p99);
     let code = exit_code(&tally, interrupted);
+    if args.json {
+        let object = serde_json::json!({
+            "interrupted": interrupted,
+            "records": tally.records,
+            "bytes": tally.bytes,
+            "seconds": elapsed.as_secs_f64(),
+            "records_per_sec": rate,
+            "dropped": stats.dropped - dropped_before,
+            "lost": tally.lost,
+            "duplicates": tally.duplicates,
+            "malformed": tally.malformed,
+            "wakeups": tally.wakeups,
+            "wake_latency_p50_us": percentile_us(&tally.latencies_ns, 50.0),
+            "wake_latency_p99_us": percentile_us(&tally.latencies_ns, 99.0),
+        });
+        summary = format!("{object}\n");
+    }
     match std::io::stdout().write_all(summary.as_bytes()) {
         // Nobody reads the summary (`| head -1`): the status still says how the run went.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}

@@ -23,18 +23,19 @@ use ringmap_client::{Device, Error, Status};
 /// On Linux the device is a usersim host (`ringmap serve`, or the one `ringmap demo` and
 /// `ringmap bench` start themselves); on Windows it is the installed RingMap driver.
 #[derive(Parser, Debug)]
+// `about` and `long_about` come from the doc comment above (not the package's description,
+// which is the library's).
 #[command(
     name = "ringmap",
     version,
-    about,
-    long_about,
     propagate_version = true,
     after_help = EXIT_STATUS_HELP,
     after_long_help = EXIT_STATUS_HELP
 )]
 pub struct Cli {
-    /// The usersim device's socket (Linux). Default: the socket `ringmap serve` listens on.
-    /// `demo` and `bench` start their own device and make it listen at PATH.
+    /// The usersim device's socket (Linux). Default: $RINGMAP_SOCKET, else
+    /// $XDG_RUNTIME_DIR/ringmap.sock, else /tmp/ringmap-$UID.sock (where `ringmap serve`
+    /// listens). `demo` and `bench` start their own device and make it listen at PATH.
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -52,6 +53,45 @@ enum Command {
     /// Map the ring and print its records (hex, text or JSON lines).
     Tail(tail::Args),
     /// Print the device's offsets and counters (STATS), once or repeatedly.
+    ///
+    /// Offsets count bytes since the ring was created (records with their 8-byte headers and
+    /// padding to 8 bytes); they only grow, and an offset modulo the capacity is a place in
+    /// the ring. Counters count since the device started.
+    ///
+    ///   mapped                yes while a consumer holds the ring's mapping (MAP).
+    ///   capacity              the ring's data size in bytes.
+    ///   producer offset       where committed-or-locked records end: every record below it
+    ///                         is published to the consumer (it may still be LOCKED, being
+    ///                         written, or DISCARDED).
+    ///   reserve offset        where the next reservation starts: producer offset plus the
+    ///                         records that producers have reserved and not yet published.
+    ///   consumer offset       the validated consumer offset: how far the device trusts that
+    ///                         the consumer has returned space. It moves only over committed
+    ///                         records, and producers check free space against it, never
+    ///                         against the consumer page.
+    ///   consumer page offset  what the consumer's page says (written by the consumer, so
+    ///                         untrusted); the device walks the consumer offset toward it.
+    ///   used                  producer offset less consumer offset: bytes published and not
+    ///                         yet returned.
+    ///   produced              records submitted (WRITE and the generator).
+    ///   discarded             records reserved and then discarded (the consumer skips them).
+    ///   dropped               reservations refused because the ring was full. The generator
+    ///                         retries a refused record, so these are not lost records; a
+    ///                         WRITE whose reservation is refused fails with "no space".
+    ///   queries               QUERY requests (a consumer waiting for its next record).
+    ///   wakeups               QUERY requests that waited and were completed by a producer's
+    ///                         commit (not answered at once).
+    ///   generator producers   generator threads still producing (0 when it is stopped or its
+    ///                         counted run has ended).
+    ///   redelivered           records published but not returned when a mapping ended
+    ///                         (UNMAP, close, the process died): the next consumer receives
+    ///                         them, again if the one that ended had read them.
+    ///
+    /// With --watch each sample starts with its time (UTC) and, from the second sample on,
+    /// the rates since the previous one: records/s (produced) and bytes/s (producer offset).
+    /// --json prints the same fields, snake_case, one object per line (with --watch also
+    /// `time`, `records_per_sec` and `bytes_per_sec`, null on the first sample).
+    #[command(verbatim_doc_comment)]
     Stat(stat::Args),
     /// Write one record per line of standard input or a file (WRITE).
     ///
@@ -69,6 +109,40 @@ enum Command {
     Revoke(revoke::Args),
     /// Measure records per second and wake latency against in-process baselines.
     Bench(bench::Args),
+    /// Print a shell completion script for ringmap to standard output.
+    ///
+    /// bash: `ringmap completions bash > ~/.local/share/bash-completion/completions/ringmap`;
+    /// zsh: `ringmap completions zsh > ~/.zfunc/_ringmap` (with ~/.zfunc in $fpath); fish:
+    /// `ringmap completions fish > ~/.config/fish/completions/ringmap.fish`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print ringmap's man page (roff) to standard output.
+    ///
+    /// `ringmap man > ~/.local/share/man/man1/ringmap.1`, then `man ringmap`; or read it at
+    /// once with `ringmap man | man -l -`.
+    Man,
+}
+
+/// The command line's definition, with the default socket of this environment named in
+/// `--socket`'s long help.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    #[cfg(target_os = "linux")]
+    let command = command.mut_arg("socket", |arg| {
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string());
+        arg.long_help(format!(
+            "{}.\nHere the default is {}.",
+            help.unwrap_or_default().trim_end_matches('.'),
+            ringmap_client::default_socket_path().display()
+        ))
+    });
+    command
 }
 
 /// Exit status: success (and a closed standard output, as in `ringmap tail | head`).
@@ -95,7 +169,11 @@ Exit status:
 /// Parses the command line, runs the subcommand, and turns errors into a sentence on
 /// standard error and the exit status they call for (see [`EXIT_STATUS_HELP`]).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::FromArgMatches;
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let socket = cli.socket.as_deref();
     let result = match cli.command {
         Command::Demo(args) => demo::run(socket, args),
@@ -106,6 +184,18 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(socket, args),
         Command::Revoke(args) => revoke::run(socket, args),
         Command::Bench(args) => bench::run(socket, args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command_for_docs(), "ringmap", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command_for_docs())
+                .render(&mut out)
+                .map_err(CliError::Io)
+                .and_then(|()| write_stdout(&out))
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -122,6 +212,23 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+impl Cli {
+    /// The command line as completions and the man page describe it (no default socket of
+    /// this machine in it).
+    fn command_for_docs() -> clap::Command {
+        <Cli as clap::CommandFactory>::command()
+    }
+}
+
+/// Writes `bytes` to standard output at once (a closed one ends quietly, see `main`).
+fn write_stdout(bytes: &[u8]) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(CliError::Io)?;
+    Ok(EXIT_OK)
 }
 
 /// `println!` that returns the error (for `?`) instead of panicking when standard output is
