@@ -127,7 +127,7 @@ fn stat_watch_into_a_closed_pipe_ends_quietly_with_status_0() {
     BufReader::new(child.stdout.take().expect("piped"))
         .read_line(&mut line)
         .expect("read a line");
-    assert_eq!(line, "mapped: no\n");
+    assert!(line.starts_with("time: "), "{line}");
     let status = wait(&mut child);
     let stderr = stderr_of(&mut child);
     assert!(status.success(), "{status}: {stderr}");
@@ -678,4 +678,258 @@ fn tail_text_on_a_terminal_escapes_control_bytes() {
         "{shown:?}"
     );
     assert!(shown.contains("hide\\x1b[?25lcursor\\x07"), "{shown:?}");
+}
+
+// ---- help, completions, the man page, JSON (issue 12) -----------------------------------
+
+#[test]
+fn short_help_describes_the_command_not_the_library() {
+    let output = run(None, &["-h"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let help = text(&output.stdout);
+    assert!(
+        help.starts_with("Run, watch and measure a ringmap ring buffer map"),
+        "{help}"
+    );
+    assert!(!help.contains("Client library"), "{help}");
+}
+
+#[test]
+fn socket_help_names_the_environment_variable_and_the_default_path() {
+    let output = ringmap(None, &["--help"])
+        .env("RINGMAP_SOCKET", "/run/example/ringmap.sock")
+        .output()
+        .expect("run ringmap");
+    assert!(output.status.success(), "{}", describe(&output));
+    let help = text(&output.stdout);
+    assert!(help.contains("$RINGMAP_SOCKET"), "{help}");
+    assert!(help.contains("/tmp/ringmap-$UID.sock"), "{help}");
+    assert!(
+        help.contains("Here the default is /run/example/ringmap.sock."),
+        "{help}"
+    );
+}
+
+#[test]
+fn ringmap_socket_in_the_environment_is_the_device_used() {
+    if !usersim() {
+        return;
+    }
+    let server = TestDevice::start(64 << 10);
+    let socket = server.socket().expect("usersim");
+    let output = ringmap(None, &["stat", "--json"])
+        .env("RINGMAP_SOCKET", socket)
+        .output()
+        .expect("run ringmap");
+    assert!(output.status.success(), "{}", describe(&output));
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(stats["capacity"], 64 << 10);
+}
+
+#[test]
+fn help_stat_explains_every_field_stat_prints() {
+    if !usersim() {
+        return;
+    }
+    let server = TestDevice::start(64 << 10);
+    let output = run(server.socket(), &["stat"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let help = text(&run(None, &["help", "stat"]).stdout);
+    for line in text(&output.stdout).lines() {
+        let name = line.split(':').next().expect("name: value");
+        assert!(
+            help.lines()
+                .any(|h| h.trim_start().starts_with(&format!("{name}  "))),
+            "`ringmap help stat` does not explain `{name}`:\n{help}"
+        );
+    }
+    assert!(help.contains("not lost records"), "{help}");
+}
+
+#[test]
+fn completions_and_the_man_page_are_printed() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = run(None, &["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", describe(&output));
+        let script = text(&output.stdout);
+        assert!(script.contains("ringmap"), "{shell}: {script}");
+        assert!(
+            script.contains("tail"),
+            "{shell}: no subcommand in {script}"
+        );
+    }
+    let refused = run(None, &["completions", "nosuchshell"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+
+    let output = run(None, &["man"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let page = text(&output.stdout);
+    assert!(page.contains(".TH ringmap 1"), "{page}");
+    assert!(page.contains("Run, watch and measure"), "{page}");
+    assert!(page.contains("completions"), "{page}");
+}
+
+#[test]
+fn stat_watch_json_has_a_time_and_rates_from_the_second_sample() {
+    if !usersim() {
+        return;
+    }
+    let server = TestDevice::start(64 << 10);
+    let mut child = ringmap(server.socket(), &["stat", "--watch", "0.05", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringmap stat");
+    let mut reader = BufReader::new(child.stdout.take().expect("piped"));
+    let mut samples = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read a line");
+        samples.push(serde_json::from_str::<serde_json::Value>(&line).expect("JSON"));
+    }
+    drop(reader);
+    wait(&mut child);
+    for sample in &samples {
+        let time = sample["time"].as_str().expect("a time");
+        assert!(time.ends_with('Z') && time.len() == 24, "{time}");
+    }
+    assert!(samples[0]["records_per_sec"].is_null());
+    assert!(samples[0]["bytes_per_sec"].is_null());
+    // Nothing is produced between the samples: a rate of exactly 0.
+    assert_eq!(samples[1]["records_per_sec"], 0.0);
+    assert_eq!(samples[1]["bytes_per_sec"], 0.0);
+}
+
+#[test]
+fn stat_watch_text_starts_each_sample_with_its_time_and_rates() {
+    if !usersim() {
+        return;
+    }
+    let server = TestDevice::start(64 << 10);
+    let mut child = ringmap(server.socket(), &["stat", "--watch", "0.05"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringmap stat");
+    let mut reader = BufReader::new(child.stdout.take().expect("piped"));
+    let mut lines = Vec::new();
+    while lines
+        .iter()
+        .filter(|l: &&String| l.starts_with("rates:"))
+        .count()
+        < 2
+    {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read a line");
+        lines.push(line);
+    }
+    drop(reader);
+    wait(&mut child);
+    assert!(lines[0].starts_with("time: "), "{lines:?}");
+    assert_eq!(lines[1], "rates: n/a (first sample)\n");
+    assert_eq!(lines.last().unwrap(), "rates: 0 records/s, 0 bytes/s\n");
+}
+
+#[test]
+fn demo_json_is_one_object_with_the_summary() {
+    if !usersim() {
+        return;
+    }
+    let output = run(
+        None,
+        &[
+            "demo",
+            "--records",
+            "500",
+            "--producers",
+            "2",
+            "--capacity",
+            "64K",
+            "--json",
+        ],
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(summary["records"], 1000);
+    assert_eq!(summary["bytes"], 1000 * 64);
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["duplicates"], 0);
+    assert_eq!(summary["malformed"], 0);
+    assert_eq!(summary["interrupted"], false);
+    for key in ["seconds", "records_per_sec", "dropped", "wakeups"] {
+        assert!(summary[key].is_number(), "{key}: {summary}");
+    }
+}
+
+#[test]
+fn bench_json_is_one_object_with_both_tables() {
+    if !usersim() {
+        return;
+    }
+    let output = run(
+        None,
+        &[
+            "bench",
+            "--records",
+            "2000",
+            "--wakeups",
+            "20",
+            "--reps",
+            "3",
+            "--capacity",
+            "64K",
+            "--json",
+        ],
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let throughput = report["throughput"].as_array().expect("throughput rows");
+    assert_eq!(throughput.len(), 2);
+    for row in throughput {
+        let device = row["device_records_per_sec_sorted"]
+            .as_array()
+            .expect("reps");
+        assert_eq!(device.len(), 3, "{row}");
+        // The median shown is the middle rep.
+        assert_eq!(row["device_records_per_sec_median"], device[1], "{row}");
+        assert!(row["median_of_per_rep_ratios"].is_number(), "{row}");
+    }
+    for p in ["p50", "p99"] {
+        assert!(
+            report["wake_latency"]["percentiles"][p]["device_us"].is_number(),
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn the_bench_table_labels_its_ratio_as_a_median_of_per_rep_ratios() {
+    if !usersim() {
+        return;
+    }
+    let output = run(
+        None,
+        &[
+            "bench",
+            "--records",
+            "2000",
+            "--wakeups",
+            "10",
+            "--reps",
+            "1",
+            "--capacity",
+            "64K",
+        ],
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let table = text(&output.stdout);
+    assert!(table.contains("median ratio"), "{table}");
+    assert!(
+        table.contains(
+            "the median of each rep's device/in-process ratio, not the ratio of the two medians"
+        ),
+        "{table}"
+    );
 }
