@@ -703,7 +703,7 @@ fn socket_help_names_the_environment_variable_and_the_default_path() {
     assert!(output.status.success(), "{}", describe(&output));
     let help = text(&output.stdout);
     assert!(help.contains("$RINGMAP_SOCKET"), "{help}");
-    assert!(help.contains("/tmp/ringmap-$UID.sock"), "{help}");
+    assert!(help.contains("ringmap-$UID/ringmap.sock"), "{help}");
     assert!(
         help.contains("Here the default is /run/example/ringmap.sock."),
         "{help}"

@@ -34,8 +34,8 @@ use ringmap_client::{Device, Error, Status};
 )]
 pub struct Cli {
     /// The usersim device's socket (Linux). Default: $RINGMAP_SOCKET, else
-    /// $XDG_RUNTIME_DIR/ringmap.sock, else /tmp/ringmap-$UID.sock (where `ringmap serve`
-    /// listens). `demo` and `bench` start their own device and make it listen at PATH.
+    /// $XDG_RUNTIME_DIR/ringmap.sock, else ringmap-$UID/ringmap.sock in $TMPDIR or /tmp
+    /// (where `ringmap serve` listens). `demo` and `bench` start their own device and make it listen at PATH.
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -59,6 +59,8 @@ enum Command {
     /// the ring. Counters count since the device started.
     ///
     ///   mapped                yes while a consumer holds the ring's mapping (MAP).
+    ///   mapping process       the id of the process whose handle holds the mapping (none
+    ///                         while nothing is mapped).
     ///   capacity              the ring's data size in bytes.
     ///   producer offset       where committed-or-locked records end: every record below it
     ///                         is published to the consumer (it may still be LOCKED, being
@@ -74,6 +76,9 @@ enum Command {
     ///   used                  producer offset less consumer offset: bytes published and not
     ///                         yet returned.
     ///   produced              records submitted (WRITE and the generator).
+    ///   consumed              submitted records whose space consumers returned (read and
+    ///                         done with): what the consumer offset has passed, discarded
+    ///                         records not counted.
     ///   discarded             records reserved and then discarded (the consumer skips them).
     ///   dropped               reservations refused because the ring was full. The generator
     ///                         retries a refused record, so these are not lost records; a
