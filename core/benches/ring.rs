@@ -1,5 +1,5 @@
 //! Throughput of the ring: one producer thread, one consumer thread, side by side in one run
-//! with its peers (DESIGN.md section 8: ratios, not absolute times).
+//! with its peers (ratios, not absolute times).
 //!
 //! `cargo bench -p ringmap-core` runs, for 8-byte and 4 KiB payloads:
 //!

@@ -1,4 +1,4 @@
-//! The device: one ring and the requests of design section 4, written once for both hosts.
+//! The device: one ring and the requests of `abi.rs` (ARCHITECTURE.md), written once for both hosts.
 //!
 //! A host (the KMDF driver, usersim) implements [`Platform`]: a lock, completing a pending
 //! QUERY, handing the consumer view to a caller, a clock, and threads for the generator. It
