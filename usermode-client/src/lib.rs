@@ -257,7 +257,7 @@ impl Device {
             capacity,
             view: Some(view),
             device: self,
-            #[cfg(target_os = "linux")]
+            #[cfg(any(target_os = "linux", windows))]
             notifying: false,
         })
     }
@@ -398,7 +398,7 @@ pub struct Mapping<'d> {
     view: Option<backend::View>,
     device: &'d Device,
     /// Readiness for event loops is on ([`Mapping::notify`]): a QUERY stays armed.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     notifying: bool,
 }
 
@@ -435,7 +435,7 @@ impl Mapping<'_> {
     /// # }
     /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<QueryReply>, Error> {
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         if self.notifying {
             // The armed QUERY is the one pending: wait for it (a second would be busy).
             self.arm()?;
@@ -479,7 +479,7 @@ impl Mapping<'_> {
         max: usize,
         mut each: impl FnMut(Record<'_>) -> ControlFlow<()>,
     ) -> Result<usize, Error> {
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         if self.notifying {
             // A completed readiness QUERY is read now, so the descriptor is not readable
             // for records this call hands out.
@@ -498,7 +498,7 @@ impl Mapping<'_> {
                 break;
             }
         }
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         if self.notifying {
             self.arm()?;
         }
@@ -530,13 +530,18 @@ impl Mapping<'_> {
     /// # Ok(())
     /// # }
     /// ```
-    #[cfg(target_os = "linux")]
+    ///
+    /// On Windows the same readiness is a manual-reset event ([`AsRawHandle`]: wait on it
+    /// with `WaitForMultipleObjects` or register it with a thread pool wait).
+    ///
+    /// [`AsRawHandle`]: https://doc.rust-lang.org/std/os/windows/io/trait.AsRawHandle.html
+    #[cfg(any(target_os = "linux", windows))]
     pub fn notify(&mut self) -> Result<(), Error> {
         self.notifying = true;
         self.arm()
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     fn arm(&self) -> Result<(), Error> {
         self.device
             .handle
@@ -692,7 +697,7 @@ impl Mapping<'_> {
 
 impl Mapping<'_> {
     fn stop_notifying(&mut self) {
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         if std::mem::take(&mut self.notifying) {
             let _ = self.device.handle.disarm();
         }
@@ -762,6 +767,15 @@ impl<'d> Mapping<'d> {
 #[cfg(target_os = "linux")]
 impl std::os::fd::AsFd for Mapping<'_> {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.device.handle.readiness()
+    }
+}
+
+/// The event that is signalled when a record is committed at the consumer's position, once
+/// [`Mapping::notify`] turned readiness on (Windows; manual reset, so level-triggered).
+#[cfg(windows)]
+impl std::os::windows::io::AsRawHandle for Mapping<'_> {
+    fn as_raw_handle(&self) -> std::os::windows::io::RawHandle {
         self.device.handle.readiness()
     }
 }

@@ -78,6 +78,18 @@ fn last_error() -> u32 {
 pub(crate) struct Handle {
     file: HANDLE,
     event: HANDLE,
+    /// A manual-reset event that a mapping's readiness QUERY signals when it completes.
+    ready: HANDLE,
+    /// That QUERY while it is outstanding: its OVERLAPPED and buffers, on the heap so that
+    /// they stay put until it completes.
+    armed: std::cell::RefCell<Option<Box<Armed>>>,
+}
+
+/// An outstanding readiness QUERY.
+struct Armed {
+    overlapped: OVERLAPPED,
+    input: [u8; 16],
+    output: [u8; 32],
 }
 
 // SAFETY: kernel handles are process-wide; one request at a time runs on a `Handle`
@@ -116,7 +128,115 @@ impl Handle {
             unsafe { CloseHandle(file) };
             return Err(Error::Io(error));
         }
-        Ok(Handle { file, event })
+        // SAFETY: as for `event`.
+        let ready = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
+        if ready.is_null() {
+            let error = io::Error::last_os_error();
+            // SAFETY: both were opened above and are closed once.
+            unsafe {
+                CloseHandle(event);
+                CloseHandle(file);
+            }
+            return Err(Error::Io(error));
+        }
+        Ok(Handle {
+            file,
+            event,
+            ready,
+            armed: std::cell::RefCell::new(None),
+        })
+    }
+
+    /// Starts a QUERY with `input` that signals the readiness event when it completes, and
+    /// does not wait. Nothing if one is outstanding.
+    pub(crate) fn arm(&self, input: &[u8]) -> Result<(), Error> {
+        let mut armed = self.armed.borrow_mut();
+        if armed.is_some() {
+            return Ok(());
+        }
+        let mut query = Box::new(Armed {
+            // SAFETY: OVERLAPPED is plain data; all zero is its initial state.
+            overlapped: unsafe { std::mem::zeroed() },
+            input: input
+                .try_into()
+                .map_err(|_| Error::Protocol("a QUERY request is 16 bytes".into()))?,
+            output: [0; 32],
+        });
+        query.overlapped.hEvent = self.ready;
+        // SAFETY: our event; the QUERY below signals it again when it completes.
+        unsafe { ResetEvent(self.ready) };
+        // SAFETY: the boxed buffers and OVERLAPPED stay where they are until the request
+        // completes: `wait_armed` and `disarm` wait for it before the box is dropped, and so
+        // does `Drop for Handle`.
+        let ok = unsafe {
+            DeviceIoControl(
+                self.file,
+                Request::Query.ioctl(),
+                query.input.as_ptr().cast::<c_void>(),
+                16,
+                query.output.as_mut_ptr().cast::<c_void>(),
+                32,
+                ptr::null_mut(),
+                &mut query.overlapped,
+            )
+        };
+        if ok == 0 {
+            let error = last_error();
+            if error != ERROR_IO_PENDING {
+                return Err(match from_win32(error) {
+                    Ok(status) => Error::Status(status),
+                    Err(error) => error,
+                });
+            }
+        }
+        *armed = Some(query);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` (`None`: for ever) for the readiness QUERY; its reply's bytes if
+    /// it completed, `None` if it still pends, was cancelled, or none is outstanding.
+    pub(crate) fn wait_armed(&self, timeout: Option<Duration>) -> Result<Option<Vec<u8>>, Error> {
+        if self.armed.borrow().is_none() {
+            return Ok(None);
+        }
+        let ms = timeout.map_or(INFINITE, |timeout| {
+            u32::try_from(timeout.as_millis())
+                .unwrap_or(INFINITE - 1)
+                .min(INFINITE - 1)
+        });
+        // SAFETY: waits on our event.
+        if unsafe { WaitForSingleObject(self.ready, ms) } == WAIT_TIMEOUT {
+            return Ok(None);
+        }
+        let query = self.armed.borrow_mut().take().expect("checked above");
+        let mut bytes = 0u32;
+        // SAFETY: the request described by `query.overlapped` completed (its event is
+        // signalled); bWait makes sure of it before the box is dropped.
+        let ok = unsafe { GetOverlappedResult(self.file, &query.overlapped, &mut bytes, 1) };
+        if ok == 0 {
+            return Ok(None);
+        }
+        Ok(Some(query.output[..bytes as usize].to_vec()))
+    }
+
+    /// Cancels the readiness QUERY, if one is outstanding, and waits for it to end.
+    pub(crate) fn disarm(&self) -> Result<(), Error> {
+        if let Some(query) = self.armed.borrow_mut().take() {
+            let mut bytes = 0u32;
+            // SAFETY: cancels that request only; GetOverlappedResult waits for it to end
+            // before the box is dropped.
+            unsafe {
+                CancelIoEx(self.file, &query.overlapped);
+                GetOverlappedResult(self.file, &query.overlapped, &mut bytes, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The event that is signalled while the readiness QUERY has completed and not been
+    /// read (manual reset: level-triggered).
+    pub(crate) fn readiness(&self) -> HANDLE {
+        self.ready
     }
 
     /// One I/O control; with a timeout, cancelled when it passes.
@@ -223,8 +343,10 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // SAFETY: both handles were opened in `open` and are closed once.
+        let _ = self.disarm();
+        // SAFETY: the handles were opened in `open` and are closed once.
         unsafe {
+            CloseHandle(self.ready);
             CloseHandle(self.event);
             CloseHandle(self.file);
         }
