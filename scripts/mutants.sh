@@ -86,8 +86,8 @@ run_suite() {
             test=(cargo test --offline -q -p ringmap-core --lib -- "$@")
             export CARGO_TARGET_DIR=$scratch/unit RUSTFLAGS= ;;
         loom)
-            build=(cargo test --offline -q --release -p ringmap-core --test loom --no-run)
-            test=(cargo test --offline -q --release -p ringmap-core --test loom -- "$@")
+            build=(cargo test --offline -q --release -p ringmap-core --lib --test loom --no-run)
+            test=(cargo test --offline -q --release -p ringmap-core --lib --test loom -- "$@")
             export CARGO_TARGET_DIR=$scratch/loom RUSTFLAGS="--cfg loom" ;;
         miri)
             build=(cargo +nightly miri test --offline -q -p ringmap-core --lib --no-run)
