@@ -104,20 +104,28 @@ fn completed(device: &Device<LoomPlatform>, id: u32) -> usize {
     completed.iter().filter(|(query, _)| *query == id).count()
 }
 
-fn model(f: impl Fn() + Sync + Send + 'static) {
+/// Checks a model and prints how many runs loom explored.
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    let runs: &'static std::sync::atomic::AtomicUsize = Box::leak(Box::default());
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(2);
     }
     builder.max_branches = 100_000;
-    builder.check(f);
+    builder.check(move || {
+        // Relaxed: a count across runs, outside the model.
+        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
+    std::eprintln!("{name}: {runs} runs explored");
 }
 
 /// A QUERY for the head against the WRITE that commits it: the QUERY completes exactly once
 /// (at once, or by the wake-up, or by its re-check after arming), and nothing stays armed.
 #[test]
 fn loom_device_query_against_a_write_completes_exactly_once() {
-    model(|| {
+    model("device QUERY against a WRITE", || {
         let (device, _heap, _consumer) = mapped_device();
         let device = Arc::new(device);
         let producer = {
@@ -142,7 +150,7 @@ fn loom_device_query_against_a_write_completes_exactly_once() {
 /// says still waits for its head.
 #[test]
 fn loom_device_a_late_wakeup_leaves_the_next_query_pending() {
-    model(|| {
+    model("device late wake-up", || {
         let (device, _heap, _consumer) = mapped_device();
         let device = Arc::new(device);
         let producer = {
