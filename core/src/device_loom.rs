@@ -27,6 +27,10 @@ unsafe impl Platform for LoomPlatform {
         let _guard = self.lock.lock().unwrap();
         f()
     }
+    fn take_query(&self, query: u32) -> Option<u32> {
+        // No cancel routine owns a query here (the models cancel through the device).
+        Some(query)
+    }
     fn complete_query(&self, query: u32, reply: Result<QueryReply, Status>) {
         self.completed.lock().unwrap().push((query, reply));
     }
@@ -37,9 +41,13 @@ unsafe impl Platform for LoomPlatform {
             // Only ever accessed through its atomics (shared references suffice).
             page_address: (&*page as *const ConsumerPage).cast_mut().cast(),
             page,
+            process_id: 1,
         })
     }
     fn unmap_view(&self, _handle: HandleId, _page: Box<ConsumerPage>) {}
+    fn is_privileged(&self, _handle: HandleId) -> bool {
+        false
+    }
     fn now_ns(&self) -> u64 {
         0
     }
@@ -112,10 +120,20 @@ fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
         builder.preemption_bound = Some(2);
     }
     builder.max_branches = 100_000;
+    let f = alloc::sync::Arc::new(f);
     builder.check(move || {
         // Relaxed: a count across runs, outside the model.
         runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
+        // The device is large (its counters sit on cache lines of their own): it overflows
+        // the stack loom gives the model's main thread, so the model runs on a thread of
+        // its own with a larger one.
+        let f = f.clone();
+        thread::Builder::new()
+            .stack_size(1 << 22)
+            .spawn(move || f())
+            .unwrap()
+            .join()
+            .unwrap();
     });
     let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
     std::eprintln!("{name}: {runs} runs explored");
