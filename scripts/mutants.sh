@@ -4,9 +4,10 @@
 # runs the suite the entry names, and fails if any mutation survives (its suite still passes).
 # The real tree is never edited.
 #
-#   scripts/mutants.sh            every entry (the full check; tens of minutes on 2 cores)
+#   scripts/mutants.sh            every entry (the full check; a few minutes on 2 cores)
 #   scripts/mutants.sh --quick    only the entries marked `quick: yes` (what .ci/run runs)
 #   scripts/mutants.sh --list     print the entries and what is expected to catch each
+#   MUTANTS_ONLY=REGEX scripts/mutants.sh   only the entries whose name matches REGEX
 #
 # Entries whose `catch:` is `weakened: <reason>` are not run: the script checks instead that
 # the tree holds the weaker code (`after`) and not the stronger one (`before`).
@@ -114,6 +115,8 @@ started=$(date +%s)
 survived=() broken=() caught=0 weakened=0 ran=0
 for i in "${!files[@]}"; do
     [ "$mode" = quick ] && [ "${quicks[$i]}" != yes ] && continue
+    # MUTANTS_ONLY=REGEX runs only the entries whose name matches (for working on one).
+    if [ -n "${MUTANTS_ONLY:-}" ] && ! [[ ${names[$i]} =~ $MUTANTS_ONLY ]]; then continue; fi
     name=${names[$i]} file=${files[$i]} catch=${catches[$i]}
     if [[ $catch == weakened:* ]]; then
         if [ "$(occurrences "$file" "${afters[$i]}")" = 1 ] && [ "$(occurrences "$file" "${befores[$i]}")" = 0 ]; then
