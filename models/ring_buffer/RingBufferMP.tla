@@ -63,7 +63,10 @@ Bugs == {
     \* validated offset has passed the head (whose slot may then hold a newer record)
     "lost_wakeup_recheck_reused_slot",
     \* the query completes on producer > head, not on a committed head
-    "complete_on_producer_ahead"
+    "complete_on_producer_ahead",
+    \* the waker completes whatever request is pending, without
+    \* disarm_query_for(its record) (device.rs `wake_query` without the check)
+    "wake_without_disarm"
 }
 
 ASSUME Capacity \in Nat \ {0}
@@ -271,15 +274,17 @@ CompleteOn(h, base) ==
 \* cancel routine owns it.  The code unmarks in the same locked step
 \* (Platform::take_query) and completes after releasing the lock, which
 \* no other party can tell apart: an unmarked request is the waker's.  Bug "cancel_double_complete": complete it
-\* whatever UnmarkCancelable says.
+\* whatever UnmarkCancelable says.  Bug "wake_without_disarm": complete
+\* whatever request is pending, armed for my record or not.  The request is
+\* judged on its own head (qhead), not on the waker's record.
 Wake(p) ==
     /\ pc[p] = "waking"
     /\ ~HandlerHoldsLock
     /\ pc'   = [pc EXCEPT ![p] = "idle"]
     /\ mine' = [mine EXCEPT ![p] = 0]
-    /\ IF ArmedForMe(p)
+    /\ IF ArmedForMe(p) \/ (Bug = "wake_without_disarm" /\ q = "pending")
          THEN IF cancelable \/ Bug = "cancel_double_complete"
-                THEN /\ CompleteOn(mine[p], completions)
+                THEN /\ CompleteOn(qhead, completions)
                      /\ cancelable' = FALSE
                      /\ UNCHANGED <<cancelReq, cancelOwned>>
                 ELSE /\ armed' = 0

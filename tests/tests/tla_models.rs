@@ -346,6 +346,22 @@ fn mp_complete_on_producer_ahead_fails_committed_head() {
     );
 }
 
+/// A waker that completes whatever request is pending, without `disarm_query_for` of its own
+/// record: a newer request completes on a head nobody committed (judged on the request's
+/// head).
+#[test]
+fn mp_wake_without_disarm_fails_committed_head() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_wake_without_disarm.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(
+        report.outcome,
+        Outcome::Invariant("QueryCompletesOnCommittedHead".into())
+    );
+}
+
 const HANDOVER_INVARIANTS: &[&str] = &[
     "TypeOK",
     "OffsetsConsistent",
