@@ -362,6 +362,18 @@ fn mp_wake_without_disarm_fails_committed_head() {
     );
 }
 
+/// A waker that does not take the query lock disarms between the handler's arm and its
+/// pend; the handler's `disarm_query_for` then fails and it pends with nothing armed.
+#[test]
+fn mp_wake_without_lock_loses_a_wakeup() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_wake_without_lock.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(report.outcome, Outcome::Property("NoLostWakeup".into()));
+}
+
 const HANDOVER_INVARIANTS: &[&str] = &[
     "TypeOK",
     "OffsetsConsistent",
