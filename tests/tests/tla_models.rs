@@ -522,6 +522,8 @@ fn every_cfg_is_checked() {
             "RingBufferMP_buggy_lost_wakeup_check_before_commit.cfg",
             "RingBufferMP_buggy_lost_wakeup_recheck_reused_slot.cfg",
             "RingBufferMP_buggy_trust_user_consumer_offset.cfg",
+            "RingBufferMP_buggy_wake_without_disarm.cfg",
+            "RingBufferMP_buggy_wake_without_lock.cfg",
             "RingBufferModel.cfg",
             "RingBufferModel_buggy_publish_before_lock.cfg",
         ]
