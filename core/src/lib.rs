@@ -36,6 +36,8 @@ pub use producer::{Hooks, Reservation, ReserveError, Ring};
 #[cfg(any(feature = "alloc", test, loom))]
 pub use placement::HeapRing;
 
+#[cfg(all(test, loom))]
+mod device_loom;
 #[cfg(all(test, not(loom)))]
 mod device_tests;
 #[cfg(all(test, not(loom)))]

@@ -1,48 +1,163 @@
 //! loom models of every atomic handshake of the ring. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release -p ringmap-core --test loom`.
 //!
-//! Payload accesses are tracked by loom (see `SharedView::track_payload`), so besides the
-//! assertions below loom fails any run in which a payload write and a payload read, or two
-//! writes, are not ordered by the ring's atomics.
+//! Payload accesses are tracked by loom (see `SharedView::track_payload`): in the runs loom
+//! explores, a payload write and a payload read (or two writes) that the ring's atomics do
+//! not order fail the model. That catches only what the explored runs do, so every model
+//! whose consumer reads while producers run keeps looking (`thread::yield_now`) until it
+//! has a record, counts the runs in which it read one while a producer had not finished,
+//! and fails if there were none. Why: a producer loads the producer offset just before it
+//! stores it, and loom 0.7 gives such a load-then-store no backtracking against other
+//! threads' earlier loads (tokio-rs/loom issues 166 and 392), so a consumer that looks a
+//! fixed number of times sees nothing in most explored runs; one that keeps looking must be
+//! scheduled after the commit it waits for, with the producer still running.
+//! Each model prints how many runs loom explored (`-- --nocapture` shows it).
+//! `scripts/mutants.sh` checks that these models (and the unit tests) fail when an ordering
+//! is weakened.
 #![cfg(loom)]
 
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use ringmap_core::{Capacity, HeapRing, Hooks, ReserveError};
+use ringmap_core::{Capacity, Consumer, HeapRing, Hooks, ReserveError};
 
 fn ring_of(bytes: u64) -> Capacity {
     Capacity::new(bytes).unwrap()
 }
 
-fn model(f: impl Fn() + Sync + Send + 'static) {
+/// Runs of one model: all of them, and those in which the consumer read a record while a
+/// producer was still running (plain std atomics: they count across runs, outside loom).
+#[derive(Default)]
+struct Runs {
+    all: AtomicUsize,
+    concurrent: AtomicUsize,
+}
+
+impl Runs {
+    fn new() -> &'static Runs {
+        Box::leak(Box::default())
+    }
+
+    fn run(&self) {
+        self.all.fetch_add(1, StdOrdering::Relaxed);
+    }
+
+    /// The consumer has just read a record; `producer_done` says whether a producer had
+    /// finished (loaded after the read, so it adds no order to the read itself).
+    fn read_while(&self, producer_done: &AtomicBool) {
+        // Acquire: a `false` here means the producer's last store does not happen before
+        // the read: it was still running.
+        if !producer_done.load(Ordering::Acquire) {
+            self.concurrent.fetch_add(1, StdOrdering::Relaxed);
+        }
+    }
+
+    /// Prints the counts and fails if the consumer never read while a producer ran.
+    fn report(&self, name: &str, consumer_reads: bool) {
+        let all = self.all.load(StdOrdering::Relaxed);
+        let concurrent = self.concurrent.load(StdOrdering::Relaxed);
+        eprintln!(
+            "{name}: {all} runs explored, {concurrent} with a record read while a producer ran"
+        );
+        if consumer_reads {
+            assert!(
+                concurrent > 0,
+                "{name}: the consumer never read a record while a producer ran"
+            );
+        }
+    }
+}
+
+fn builder(preemption_bound: usize) -> loom::model::Builder {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(preemption_bound);
     }
     builder.max_branches = 100_000;
-    builder.check(f);
+    builder
+}
+
+/// Checks a model whose consumer reads no record while producers run (it prints the count).
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    let runs = Runs::new();
+    builder(3).check(move || {
+        runs.run();
+        f();
+    });
+    runs.report(name, false);
+}
+
+/// Checks a model whose consumer reads while producers run: it must, in some run. Two
+/// producers and a consumer that keeps looking take many minutes at a preemption bound of 2 or
+/// 3, a second at 1.
+fn model_reading(
+    name: &str,
+    preemption_bound: usize,
+    f: impl Fn(&'static Runs) + Sync + Send + 'static,
+) {
+    let runs = Runs::new();
+    builder(preemption_bound).check(move || {
+        runs.run();
+        f(runs);
+    });
+    runs.report(name, true);
+}
+
+/// Looks at the ring until a batch has at least one record (or `give_up` says to stop),
+/// calling `each` on every record of that batch; returns how many there were.
+fn look_until_a_record(
+    consumer: &mut Consumer,
+    give_up: impl Fn() -> bool,
+    mut each: impl FnMut(&[u8]),
+) -> usize {
+    loop {
+        let batch = consumer.batch();
+        let mut records = 0;
+        for record in &batch {
+            each(&record);
+            records += 1;
+        }
+        if records > 0 || give_up() {
+            return records;
+        }
+        drop(batch);
+        thread::yield_now();
+    }
 }
 
 #[test]
 fn loom_two_producers_publish_in_reservation_order() {
-    model(|| {
+    model_reading("two producers", 1, |runs| {
         let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
         let ring = Arc::new(ring);
+        let done = Arc::new(AtomicBool::new(false));
         let producers: Vec<_> = [1u8, 2]
             .into_iter()
             .map(|id| {
                 let ring = ring.clone();
-                thread::spawn(move || ring.write(&[id; 8]).unwrap())
+                let done = done.clone();
+                thread::spawn(move || {
+                    let offset = ring.write(&[id; 8]).unwrap();
+                    // Release: see `Runs::read_while` (either producer finishing counts).
+                    done.store(true, Ordering::Release);
+                    offset
+                })
             })
             .collect();
-        // Two looks while the producers run, then the rest once they are done.
+        // Keeps looking while the producers run until it has a record, then the rest once
+        // they are done.
         let mut seen = Vec::new();
-        for _ in 0..2 {
-            for record in &consumer.batch() {
+        look_until_a_record(
+            &mut consumer,
+            || false,
+            |record| {
                 assert!(*record == [1; 8] || *record == [2; 8], "{record:?}");
                 seen.push(record[0]);
-            }
-        }
+            },
+        );
+        runs.read_while(&done);
         let offsets: Vec<u64> = producers.into_iter().map(|p| p.join().unwrap()).collect();
         seen.extend(consumer.batch().iter().map(|r| r[0]));
         assert_eq!(seen.len(), 2);
@@ -57,10 +172,12 @@ fn loom_two_producers_publish_in_reservation_order() {
 fn loom_three_producers_reserve_disjoint_ranges() {
     // Three threads that wait for each other: a preemption bound of 1 keeps the model to
     // seconds (2 takes many minutes on two cores).
+    let runs = Runs::new();
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(1);
     builder.max_branches = 100_000;
-    builder.check(|| {
+    builder.check(move || {
+        runs.run();
         let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
         let ring = Arc::new(ring);
         let producers: Vec<_> = [1u8, 2, 3]
@@ -83,52 +200,67 @@ fn loom_three_producers_reserve_disjoint_ranges() {
         assert_eq!(ring.producer_offset(), 48);
         assert_eq!(ring.reserve_offset(), 48);
     });
+    runs.report("three producers", false);
 }
 
 #[test]
 fn loom_locked_bit_hides_a_record_being_written() {
-    model(|| {
+    model_reading("LOCKED bit", 3, |runs| {
         let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
         let ring = Arc::new(ring);
+        let done = Arc::new(AtomicBool::new(false));
         let producer = {
             let ring = ring.clone();
+            let done = done.clone();
             thread::spawn(move || {
                 let mut r = ring.reserve(16).unwrap();
                 r.payload().copy_from_slice(&[7; 16]);
                 r.submit();
+                // Release: see `Runs::read_while`.
+                done.store(true, Ordering::Release);
             })
         };
-        // Whatever the consumer sees while the producer runs is whole.
-        for _ in 0..2 {
-            let batch = consumer.batch();
-            for record in &batch {
+        // Keeps looking while the producer runs: what it sees is whole.
+        let records = look_until_a_record(
+            &mut consumer,
+            || false,
+            |record| {
                 assert_eq!(*record, [7; 16]);
-            }
-        }
+            },
+        );
+        assert_eq!(records, 1);
+        runs.read_while(&done);
         producer.join().unwrap();
-        let rest = consumer.batch().len();
-        assert!(consumer.position() == 24 || rest == 0);
+        assert_eq!(consumer.position(), 24);
+        assert_eq!(consumer.batch().len(), 0);
     });
 }
 
 #[test]
 fn loom_space_returned_by_the_consumer_versus_a_reserve() {
-    model(|| {
+    model_reading("space returned", 3, |runs| {
         let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
         for id in 0..4u8 {
             ring.write(&[id; 8]).unwrap();
         }
         let ring = Arc::new(ring);
+        let done = Arc::new(AtomicBool::new(false));
         let producer = {
             let ring = ring.clone();
-            thread::spawn(move || match ring.reserve(8) {
-                Ok(mut r) => {
-                    r.payload().fill(9);
-                    r.submit();
-                    true
-                }
-                Err(ReserveError::Full) => false,
-                Err(e) => panic!("{e}"),
+            let done = done.clone();
+            thread::spawn(move || {
+                let reserved = match ring.reserve(8) {
+                    Ok(mut r) => {
+                        r.payload().fill(9);
+                        r.submit();
+                        true
+                    }
+                    Err(ReserveError::Full) => false,
+                    Err(e) => panic!("{e}"),
+                };
+                // Release: see `Runs::read_while`.
+                done.store(true, Ordering::Release);
+                reserved
             })
         };
         {
@@ -136,9 +268,19 @@ fn loom_space_returned_by_the_consumer_versus_a_reserve() {
             let ids: Vec<u8> = batch.iter().map(|r| r[0]).collect();
             assert_eq!(ids, [0, 1, 2, 3], "nothing overwritten while lent");
         }
+        // Keeps looking for the producer's record (in the space just returned) until it has
+        // it or the producer is done.
+        // Relaxed: only decides when to stop looking; the join below orders the rest.
+        let finished = || done.load(Ordering::Relaxed);
+        let read = look_until_a_record(&mut consumer, finished, |record| {
+            assert_eq!(*record, [9; 8]);
+        });
+        if read > 0 {
+            runs.read_while(&done);
+        }
         let reserved = producer.join().unwrap();
         assert_eq!(ring.dropped(), u64::from(!reserved));
-        if reserved {
+        if reserved && read == 0 {
             assert_eq!(*consumer.batch().iter().next().unwrap(), [9; 8]);
         }
     });
@@ -146,7 +288,7 @@ fn loom_space_returned_by_the_consumer_versus_a_reserve() {
 
 #[test]
 fn loom_validated_offset_under_a_hostile_writer() {
-    model(|| {
+    model("hostile writer", || {
         let (ring, _consumer) = HeapRing::new(ring_of(64), ());
         let ring = Arc::new(ring);
         // The hostile consumer claims to have read everything there could ever be.
@@ -200,7 +342,7 @@ struct Slot {
 
 #[test]
 fn loom_query_arm_and_commit_never_lose_a_wakeup() {
-    model(|| {
+    model("arm and commit", || {
         let (ring, _consumer) = HeapRing::new(ring_of(64), Waking::default());
         let ring = Arc::new(ring);
         let producer = {
@@ -221,7 +363,7 @@ fn loom_query_arm_and_commit_never_lose_a_wakeup() {
 
 #[test]
 fn loom_query_cancel_versus_completion_exactly_one_wins() {
-    model(|| {
+    model("cancel versus completion", || {
         let (ring, _consumer) = HeapRing::new(ring_of(64), Waking::default());
         let ring = Arc::new(ring);
         {
@@ -288,7 +430,7 @@ impl Hooks for Waking {
 fn loom_query_armed_on_a_head_whose_slot_is_reused_is_still_woken() {
     // Found by the TLA+ model RingBufferMP: the head is committed, then a full ring's walk
     // passes it and a new LOCKED record takes its slot while the query arms.
-    model(|| {
+    model("reused head slot", || {
         let (ring, _consumer) = HeapRing::new(ring_of(64), Waking::default());
         ring.write(&[1; 24]).unwrap(); // 0..32, the head the query waits for
         ring.write(&[2; 24]).unwrap(); // 32..64
@@ -316,7 +458,7 @@ fn loom_query_armed_on_a_head_whose_slot_is_reused_is_still_woken() {
 /// validated offset, and everything it returns must be what B itself read.
 #[test]
 fn loom_a_new_mapping_never_starts_behind_a_producers_walk() {
-    model(|| {
+    model("new mapping", || {
         let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
         for id in 0..4 {
             ring.write(&[id; 8]).unwrap(); // 4 records of 16 bytes: full

@@ -63,7 +63,12 @@ Bugs == {
     \* validated offset has passed the head (whose slot may then hold a newer record)
     "lost_wakeup_recheck_reused_slot",
     \* the query completes on producer > head, not on a committed head
-    "complete_on_producer_ahead"
+    "complete_on_producer_ahead",
+    \* the waker completes whatever request is pending, without
+    \* disarm_query_for(its record) (device.rs `wake_query` without the check)
+    "wake_without_disarm",
+    \* the waker disarms and completes without taking the query lock
+    "wake_without_lock"
 }
 
 ASSUME Capacity \in Nat \ {0}
@@ -271,15 +276,19 @@ CompleteOn(h, base) ==
 \* cancel routine owns it.  The code unmarks in the same locked step
 \* (Platform::take_query) and completes after releasing the lock, which
 \* no other party can tell apart: an unmarked request is the waker's.  Bug "cancel_double_complete": complete it
-\* whatever UnmarkCancelable says.
+\* whatever UnmarkCancelable says.  Bug "wake_without_disarm": complete
+\* whatever request is pending, armed for my record or not.  The request is
+\* judged on its own head (qhead), not on the waker's record.  Bug
+\* "wake_without_lock": wake while the handler holds the lock (between its
+\* arm and its pend).
 Wake(p) ==
     /\ pc[p] = "waking"
-    /\ ~HandlerHoldsLock
+    /\ (~HandlerHoldsLock \/ Bug = "wake_without_lock")
     /\ pc'   = [pc EXCEPT ![p] = "idle"]
     /\ mine' = [mine EXCEPT ![p] = 0]
-    /\ IF ArmedForMe(p)
+    /\ IF ArmedForMe(p) \/ (Bug = "wake_without_disarm" /\ q = "pending")
          THEN IF cancelable \/ Bug = "cancel_double_complete"
-                THEN /\ CompleteOn(mine[p], completions)
+                THEN /\ CompleteOn(qhead, completions)
                      /\ cancelable' = FALSE
                      /\ UNCHANGED <<cancelReq, cancelOwned>>
                 ELSE /\ armed' = 0
@@ -334,10 +343,13 @@ PendOrCancelled(a) ==
            /\ armed'      = a
            /\ UNCHANGED <<qhead, completions, wokeOnLocked>>
 
-\* Ring::arm_query's re-check, then complete or pend.
+\* Ring::arm_query's re-check, then complete or pend.  As device.rs does,
+\* the handler completes the request itself only if the re-check says the
+\* head is ready *and* disarm_query_for(head) succeeds (the armed word still
+\* holds head + 1); otherwise it pends, with whatever `armed` holds.
 QueryRecheck ==
     /\ q = "armed"
-    /\ IF HeadReady(qhead)
+    /\ IF HeadReady(qhead) /\ armed = qhead + 1
          THEN CompleteOn(qhead, completions) /\ UNCHANGED cancelable
          ELSE PendOrCancelled(armed)
     /\ UNCHANGED <<cancelReq, cancelOwned>>

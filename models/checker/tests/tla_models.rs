@@ -346,6 +346,34 @@ fn mp_complete_on_producer_ahead_fails_committed_head() {
     );
 }
 
+/// A waker that completes whatever request is pending, without `disarm_query_for` of its own
+/// record: a newer request completes on a head nobody committed (judged on the request's
+/// head).
+#[test]
+fn mp_wake_without_disarm_fails_committed_head() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_wake_without_disarm.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(
+        report.outcome,
+        Outcome::Invariant("QueryCompletesOnCommittedHead".into())
+    );
+}
+
+/// A waker that does not take the query lock disarms between the handler's arm and its
+/// pend; the handler's `disarm_query_for` then fails and it pends with nothing armed.
+#[test]
+fn mp_wake_without_lock_loses_a_wakeup() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_wake_without_lock.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(report.outcome, Outcome::Property("NoLostWakeup".into()));
+}
+
 const HANDOVER_INVARIANTS: &[&str] = &[
     "TypeOK",
     "OffsetsConsistent",
@@ -494,6 +522,8 @@ fn every_cfg_is_checked() {
             "RingBufferMP_buggy_lost_wakeup_check_before_commit.cfg",
             "RingBufferMP_buggy_lost_wakeup_recheck_reused_slot.cfg",
             "RingBufferMP_buggy_trust_user_consumer_offset.cfg",
+            "RingBufferMP_buggy_wake_without_disarm.cfg",
+            "RingBufferMP_buggy_wake_without_lock.cfg",
             "RingBufferModel.cfg",
             "RingBufferModel_buggy_publish_before_lock.cfg",
         ]
