@@ -18,7 +18,8 @@
 //! validated offset as its final offset. Either a walker sees `attached` change and skips, or
 //! the retirer sees the walker in the gate and waits for it (each side stores, fences with
 //! SeqCst, then loads what the other stores, so one of them sees the other's store; loom
-//! models SeqCst fences, not SeqCst accesses, which is why the pair is built from fences). So once retire returns, no walk that read the old page
+//! models SeqCst fences, not SeqCst accesses, which is why the pair is built from fences).
+//! So once retire returns, no walk that read the old page
 //! or a hint of the old mapping is still in flight, the old page is never read again (the host
 //! may free its side of it), and the validated offset does not move until the next mapping is
 //! attached. The next consumer starts exactly there: the TLA+ model `ConsumerHandover` checks
@@ -69,8 +70,8 @@ impl InGate<'_> {
 impl Drop for InGate<'_> {
     fn drop(&mut self) {
         // Release: the walk's loads of the page and its compare-exchange happen before a
-        // retirement that sees the count drop (its SeqCst loads acquire) frees the page or reads
-        // the final offset.
+        // retirement that sees the count drop (its Acquire loads of `walkers`) frees the page or
+        // reads the final offset.
         self.walkers.fetch_sub(1, Ordering::Release);
     }
 }

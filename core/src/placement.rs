@@ -299,7 +299,7 @@ mod heap {
     use alloc::sync::Arc;
 
     use alloc::boxed::Box;
-    use core::sync::atomic::{AtomicU64, Ordering};
+    use core::sync::atomic::Ordering;
 
     use super::{DataView, RingPlacement, SharedView};
     use crate::consumer::Consumer;
@@ -371,7 +371,6 @@ mod heap {
     pub struct HeapRing<H: Hooks = ()> {
         ring: Ring<H>,
         data: DataView,
-        generation: AtomicU64,
         memory: Arc<HeapMemory>,
     }
 
@@ -442,12 +441,7 @@ mod heap {
             };
             // SAFETY: as above.
             let ring = unsafe { Ring::new(placement, hooks) };
-            let heap = HeapRing {
-                ring,
-                data,
-                generation: AtomicU64::new(0),
-                memory,
-            };
+            let heap = HeapRing { ring, data, memory };
             let consumer = heap.attach();
             (heap, consumer)
         }
@@ -460,10 +454,7 @@ mod heap {
             // to it, and its page is kept by the `StalePage` it returns); the previous
             // mapping was retired; `&self` methods that attach are serialised by `remap`
             // taking the old consumer by value.
-            let (generation, _start) = unsafe { self.ring.attach_consumer_page(page.page.cast()) };
-            // Relaxed: read only by `remap`, after this store in program order or through
-            // the consumer handed over.
-            self.generation.store(generation, Ordering::Relaxed);
+            let _ = unsafe { self.ring.attach_consumer_page(page.page.cast()) };
             // SAFETY: the view's consumer page is the page just attached and set to the start;
             // the data view is this ring's; exactly one consumer is made for this mapping.
             unsafe {
@@ -479,10 +470,11 @@ mod heap {
         /// with a fresh page: what UNMAP then MAP does on a host. Returns the new consumer
         /// and the old page, which a test may keep writing as a former consumer would.
         pub fn remap(&self, old: Consumer) -> (Consumer, StalePage, Retired) {
-            // Relaxed: see `attach`.
-            let retired = self
+            let generation = self
                 .ring
-                .retire_consumer_page(self.generation.load(Ordering::Relaxed));
+                .attached_generation()
+                .expect("a heap ring's consumer is attached until remap");
+            let retired = self.ring.retire_consumer_page(generation);
             let stale = StalePage(old.into_page().expect("a heap ring's consumer has a page"));
             (self.attach(), stale, retired)
         }
