@@ -194,12 +194,29 @@ fn as_child() -> bool {
     true
 }
 
+/// This test executable, copied where `nobody` can run it: the checkout (and so the target
+/// directory) may lie in a directory only its owner can enter, such as one `mktemp -d` made.
+fn executable_for_nobody() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ringmap-hostile-exe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("hostile");
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+    .clone()
+}
+
 fn run_as_nobody(test: &str, fd: OwnedFd, len: usize) -> Option<bool> {
     if !rustix::process::getuid().is_root() {
         println!("skipped: the unprivileged case of {test} needs root to run as nobody");
         return None;
     }
-    let status = Command::new(std::env::current_exe().unwrap())
+    let status = Command::new(executable_for_nobody())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env("RINGMAP_HOSTILE_CHILD_LEN", len.to_string())
         .stdin(Stdio::from(fd))
@@ -243,7 +260,7 @@ struct ChildServer {
 impl ChildServer {
     fn start(test: &str, capacity: u64, nofile: u64) -> ChildServer {
         let path = socket_path("child");
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(executable_for_nobody())
             .args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env("RINGMAP_HOSTILE_SERVE", &path)
             .env("RINGMAP_HOSTILE_CAPACITY", capacity.to_string())
@@ -557,7 +574,7 @@ fn as_nobody(test: &str, role: &str, env: &[(&str, &str)]) -> Option<std::proces
         println!("skipped: {test} needs root to run a client as nobody");
         return None;
     }
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = Command::new(executable_for_nobody());
     command
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env("RINGMAP_HOSTILE_ROLE", role)
@@ -662,7 +679,7 @@ fn the_client_tells_a_server_of_another_user_nothing() {
     }
     let dir = open_dir("squat");
     let path = dir.join("ringmap.sock");
-    let mut squatter = Command::new(std::env::current_exe().unwrap())
+    let mut squatter = Command::new(executable_for_nobody())
         .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
         .env("RINGMAP_HOSTILE_ROLE", "squatter")
         .env("RINGMAP_HOSTILE_PATH", &path)
@@ -728,7 +745,7 @@ fn the_default_socket_lies_in_a_private_directory() {
     }
     let tmp = open_dir("default");
     let run = || {
-        let output = Command::new(std::env::current_exe().unwrap())
+        let output = Command::new(executable_for_nobody())
             .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
             .env("RINGMAP_HOSTILE_ROLE", "default")
             .env("TMPDIR", &tmp)
