@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 
 use crate::sim::Violation;
@@ -24,6 +24,9 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     /// A thread made by PsCreateSystemThread.
     pub(crate) static SYSTEM_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// The simulated kernel this thread runs in (each [`crate::sim::Sim`] has its own; the
+    /// threads the kernel starts inherit it).
+    pub(crate) static CURRENT: Cell<Option<&'static Mutex<Kernel>>> = const { Cell::new(None) };
 }
 
 pub(crate) fn irql() -> u8 {
@@ -88,7 +91,13 @@ pub(crate) struct RequestState {
     /// MarkCancelableEx returned STATUS_CANCELLED: the driver must complete it.
     pub(crate) refused_cancelable: bool,
     pub(crate) completed: Option<(NTSTATUS, Vec<u8>)>,
+    /// The I/O manager's completion routine: told the status and output once, when the driver
+    /// completes the request (on the completing thread, after the request's lock is dropped).
+    pub(crate) on_complete: Option<Completion>,
 }
+
+/// What the I/O manager does when a request completes (see [`RequestState::on_complete`]).
+pub(crate) type Completion = Box<dyn FnOnce(NTSTATUS, &[u8]) + Send>;
 
 pub(crate) struct Request {
     pub(crate) state: Mutex<RequestState>,
@@ -119,6 +128,8 @@ pub(crate) enum Object {
     Request(Arc<Request>),
     File {
         device: u64,
+        /// The process that opened it (its requests run in that process's context).
+        process: u64,
         cleaned_up: bool,
         /// The file object's context (WDF_FILEOBJECT_CONFIG's attributes), zeroed.
         context: *mut u8,
@@ -185,6 +196,15 @@ pub(crate) struct MdlInfo {
     pub(crate) probe_locked: bool,
 }
 
+/// The memfd behind a section or pool pages: its mode is cleared, so nobody (root aside) can
+/// open it again by path (`/proc/<pid>/fd/N`), and for sections a read-only twin is opened
+/// first, to hand out as read-only handles. The first read-only user handle seals it with
+/// `F_SEAL_FUTURE_WRITE`: no descriptor of it, however reopened, maps it writable again.
+pub(crate) struct Backing {
+    pub(crate) fd: OwnedFd,
+    pub(crate) read_only: Option<OwnedFd>,
+}
+
 pub(crate) struct UserHandle {
     pub(crate) fd: OwnedFd,
     pub(crate) object: u64,
@@ -199,7 +219,7 @@ pub(crate) struct Kernel {
     pub(crate) kernel_handles: HashMap<u64, u64>,
     /// User handle (a descriptor number) -> its descriptor and object.
     pub(crate) user_handles: HashMap<i32, UserHandle>,
-    pub(crate) backings: HashMap<u32, Arc<OwnedFd>>,
+    pub(crate) backings: HashMap<u32, Arc<Backing>>,
     next_backing: u32,
     pub(crate) regions: BTreeMap<usize, Region>,
     pub(crate) mdls: HashMap<usize, MdlInfo>,
@@ -213,14 +233,38 @@ pub(crate) struct Kernel {
     pub(crate) cancel_before_unmark: HashSet<u64>,
     /// Fault injection: this many ObReferenceObjectByHandle calls on thread handles fail.
     pub(crate) fail_thread_references: u32,
+    /// Random delays before request functions (Driver Verifier's way of widening races).
+    pub(crate) jitter: bool,
+    /// Requests completed and let go by the I/O manager, newest last (a bounded memory of
+    /// them, so that a later use by the driver is named as a use after completion).
+    pub(crate) retired: HashSet<u64>,
+    pub(crate) retired_order: std::collections::VecDeque<u64>,
 }
 
-pub(crate) static KERNEL: LazyLock<Mutex<Kernel>> = LazyLock::new(Mutex::default);
+/// How many retired requests the kernel remembers.
+const RETIRED_KEPT: usize = 1 << 16;
+
+/// The kernel of this thread.
+pub(crate) fn current() -> &'static Mutex<Kernel> {
+    CURRENT.with(Cell::get).expect(
+        "no simulated kernel on this thread: make a wdk_usersim::sim::Sim first (threads the \
+         kernel starts inherit it)",
+    )
+}
 
 pub(crate) fn kernel() -> MutexGuard<'static, Kernel> {
-    KERNEL
+    current()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts a thread that runs in this thread's kernel.
+pub(crate) fn spawn_in_kernel(f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    let kernel = current();
+    std::thread::spawn(move || {
+        CURRENT.with(|c| c.set(Some(kernel)));
+        f();
+    })
 }
 
 /// Records a violation of `rule`.
@@ -246,16 +290,48 @@ impl Kernel {
         id
     }
 
-    pub(crate) fn backing(&mut self, bytes: usize) -> std::io::Result<u32> {
-        let fd = rustix::fs::memfd_create("wdk-usersim", rustix::fs::MemfdFlags::CLOEXEC)?;
+    /// New zeroed memory of `bytes` (see [`Backing`]); `section`: with a read-only twin.
+    pub(crate) fn backing(&mut self, bytes: usize, section: bool) -> std::io::Result<u32> {
+        use rustix::fs::{MemfdFlags, Mode, SealFlags};
+        let fd = rustix::fs::memfd_create(
+            "wdk-usersim",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
         rustix::fs::ftruncate(&fd, bytes as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW)?;
+        let read_only = if section {
+            Some(reopen_read_only(&fd)?)
+        } else {
+            None
+        };
+        rustix::fs::fchmod(&fd, Mode::empty())?;
         self.next_backing += 1;
-        self.backings.insert(self.next_backing, Arc::new(fd));
+        self.backings.insert(
+            self.next_backing,
+            Arc::new(Backing {
+                fd,
+                read_only,
+            }),
+        );
         Ok(self.next_backing)
     }
 
-    pub(crate) fn backing_fd(&self, backing: u32) -> Option<Arc<OwnedFd>> {
+    pub(crate) fn backing_fd(&self, backing: u32) -> Option<Arc<Backing>> {
         self.backings.get(&backing).cloned()
+    }
+
+    /// Lets go of a request the I/O manager is done with, remembering that it was one.
+    pub(crate) fn retire(&mut self, id: u64) {
+        if self.objects.remove(&id).is_none() {
+            return;
+        }
+        self.retired.insert(id);
+        self.retired_order.push_back(id);
+        if self.retired_order.len() > RETIRED_KEPT
+            && let Some(old) = self.retired_order.pop_front()
+        {
+            self.retired.remove(&old);
+        }
     }
 
     /// The (backing, page) of a system address, if some region covers it.
@@ -268,6 +344,13 @@ impl Kernel {
     pub(crate) fn request(&mut self, id: u64, function: &str) -> Option<Arc<Request>> {
         match self.objects.get(&id) {
             Some(Object::Request(request)) => Some(request.clone()),
+            _ if self.retired.contains(&id) => {
+                self.violate(
+                    "Request",
+                    format!("{function} on request {id:#x} after it was completed: a completed request belongs to nobody"),
+                );
+                None
+            }
             _ => {
                 self.violate(
                     "Request",
@@ -337,7 +420,7 @@ pub(crate) unsafe fn map_pages(kernel: &Kernel, pages: &[(u32, u64)]) -> Option<
     }
     .ok()? as usize;
     for (index, (backing, page)) in pages.iter().enumerate() {
-        let fd = kernel.backing_fd(*backing)?;
+        let backing = kernel.backing_fd(*backing)?;
         // SAFETY: replaces one page of the reservation just made, which nobody else uses.
         let mapped = unsafe {
             rustix::mm::mmap(
@@ -345,7 +428,7 @@ pub(crate) unsafe fn map_pages(kernel: &Kernel, pages: &[(u32, u64)]) -> Option<
                 PAGE,
                 ProtFlags::READ | ProtFlags::WRITE,
                 MapFlags::SHARED | MapFlags::FIXED,
-                &*fd,
+                &backing.fd,
                 page * PAGE as u64,
             )
         };
@@ -358,15 +441,35 @@ pub(crate) unsafe fn map_pages(kernel: &Kernel, pages: &[(u32, u64)]) -> Option<
     Some(base)
 }
 
-/// Reopens a memfd read-only or read-write: a descriptor with exactly that access.
-pub(crate) fn reopen(fd: &OwnedFd, write: bool) -> std::io::Result<OwnedFd> {
+/// A read-only descriptor of a memfd (an open file description of its own, which no
+/// `fcntl` can make writable), opened while its mode still allows it.
+fn reopen_read_only(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
-    let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
     Ok(rustix::fs::open(
         format!("/proc/self/fd/{}", fd.as_raw_fd()),
-        access | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// A descriptor of `backing` with exactly the access asked for: the read-write descriptor
+/// duplicated, or the read-only twin duplicated (sealing the memory against new writable
+/// mappings through any descriptor the first time).
+pub(crate) fn user_descriptor(backing: &Backing, write: bool) -> std::io::Result<OwnedFd> {
+    use rustix::fs::SealFlags;
+    if write {
+        return Ok(rustix::io::fcntl_dupfd_cloexec(&backing.fd, 3)?);
+    }
+    let Some(read_only) = &backing.read_only else {
+        return Err(std::io::Error::other("pool memory has no read-only handle"));
+    };
+    // F_SEAL_SEAL with it keeps clients from changing the seals. The kernel's own mappings,
+    // all made before, keep writing.
+    let seals = rustix::fs::fcntl_get_seals(&backing.fd)?;
+    if !seals.contains(SealFlags::SEAL) {
+        rustix::fs::fcntl_add_seals(&backing.fd, SealFlags::FUTURE_WRITE | SealFlags::SEAL)?;
+    }
+    Ok(rustix::io::fcntl_dupfd_cloexec(read_only, 3)?)
 }
 
 /// Relaxed is enough for the flag a schedule polls: it only decides when to stop waiting,
@@ -384,17 +487,13 @@ pub(crate) fn set_spinning(on: bool) {
 // mutex.
 unsafe impl Send for Kernel {}
 
-/// Random delays before request functions (Driver Verifier's way of widening race windows).
-pub(crate) static JITTER: AtomicBool = AtomicBool::new(false);
-
 thread_local! {
     static RANDOM: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
 }
 
 /// Sleeps 0 to 63 microseconds, pseudo-randomly, if jitter is on.
 pub(crate) fn jitter() {
-    // Relaxed: a test switch, set before the driver runs.
-    if !JITTER.load(Ordering::Relaxed) {
+    if !kernel().jitter {
         return;
     }
     let value = RANDOM.with(|r| {

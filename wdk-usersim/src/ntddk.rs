@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::kernel::{
     self, MdlInfo, Object, PAGE, Region, RegionKind, ThreadRecord, UserHandle, check_irql, irql,
@@ -15,8 +15,6 @@ use crate::types::*;
 const PASSIVE: u32 = PASSIVE_LEVEL;
 const APC: u32 = APC_LEVEL;
 const DISPATCH: u32 = DISPATCH_LEVEL;
-
-static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 pub unsafe fn KeGetCurrentIrql() -> KIRQL {
     irql()
@@ -45,14 +43,16 @@ pub unsafe fn KeLowerIrql(new: KIRQL) {
     set_irql(new);
 }
 
-/// Nanoseconds since the simulation started; the frequency is 10^9.
+/// `CLOCK_MONOTONIC` in nanoseconds (the frequency is 10^9): the clock a client process on
+/// the same machine reads too, so that it can tell how long ago a record was stamped.
 pub unsafe fn KeQueryPerformanceCounter(frequency: PLARGE_INTEGER) -> LARGE_INTEGER {
     if !frequency.is_null() {
         // SAFETY: the caller's out-parameter.
         unsafe { (*frequency).QuadPart = 1_000_000_000 };
     }
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     LARGE_INTEGER {
-        QuadPart: START.elapsed().as_nanos() as i64,
+        QuadPart: now.tv_sec * 1_000_000_000 + now.tv_nsec,
     }
 }
 
@@ -81,7 +81,7 @@ pub unsafe fn ExAllocatePool2(flags: POOL_FLAGS, bytes: SIZE_T, tag: ULONG) -> P
     }
     let len = (bytes as usize).div_ceil(PAGE).max(1) * PAGE;
     let mut k = kernel();
-    let Ok(backing) = k.backing(len) else {
+    let Ok(backing) = k.backing(len, false) else {
         return core::ptr::null_mut();
     };
     let pages: Vec<(u32, u64)> = (0..(len / PAGE) as u64).map(|p| (backing, p)).collect();
@@ -384,7 +384,7 @@ pub unsafe fn ZwCreateSection(
                 .into(),
         );
     }
-    let Ok(backing) = k.backing(bytes.div_ceil(PAGE) * PAGE) else {
+    let Ok(backing) = k.backing(bytes.div_ceil(PAGE) * PAGE, true) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
     let object = k.insert(Object::Section {
@@ -592,10 +592,10 @@ pub unsafe fn ObOpenObjectByPointer(
         k.violate("Handle", "ObOpenObjectByPointer for a user handle outside any user process's context (a queue callback or a system thread)".into());
         return STATUS_INVALID_PARAMETER;
     };
-    let Some(fd) = k.backing_fd(backing) else {
+    let Some(memory) = k.backing_fd(backing) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
-    let Ok(fd) = kernel::reopen(&fd, access & SECTION_MAP_WRITE != 0) else {
+    let Ok(fd) = kernel::user_descriptor(&memory, access & SECTION_MAP_WRITE != 0) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
     let number = fd.as_raw_fd();
@@ -665,7 +665,7 @@ pub unsafe fn PsCreateSystemThread(
     k.kernel_handles.insert(h, object);
     k.threads.push(record.clone());
     let context = SendPtr(context);
-    let join = std::thread::spawn(move || {
+    let join = kernel::spawn_in_kernel(move || {
         let context = context;
         kernel::SYSTEM_THREAD.with(|s| s.set(true));
         set_irql(0);
@@ -763,12 +763,12 @@ unsafe fn wait_thread(object: PVOID, timeout: PLARGE_INTEGER, function: &str) ->
     STATUS_SUCCESS
 }
 
-/// The current process's id: the simulated user process's (1000 + its number) in its
-/// context, the System process's (4) anywhere else.
+/// The current process's id: the user process's in its context (a client's real process id
+/// when the socket front end runs the driver), the System process's (4) anywhere else.
 pub unsafe fn PsGetCurrentProcessId() -> HANDLE {
     check_irql("PsGetCurrentProcessId", DISPATCH);
     match kernel::PROCESS.with(std::cell::Cell::get) {
-        Some(process) => (1000 + process) as usize as HANDLE,
+        Some(process) => process as usize as HANDLE,
         None => 4 as HANDLE,
     }
 }

@@ -6,14 +6,19 @@
 //! CancelIoEx (the cancel routine runs on another thread, at DISPATCH_LEVEL);
 //! [`Sim::close`] is the last CloseHandle (EvtFileCleanup, then EvtFileClose);
 //! [`Sim::unload`] ends the process, removes the device and returns the leak report.
+//!
+//! Each `Sim` is a kernel of its own (several may run in one process, one per test or per
+//! server); its methods may be called from any thread, and the threads it starts (system
+//! threads, cancel routines) run in it.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::kernel::{
-    Cancel, DeviceInit, Kernel, Object, PROCESS, RegionKind, Request, RequestState, SPINNING,
-    kernel, set_irql,
+    CURRENT, Cancel, DeviceInit, Kernel, Object, PROCESS, RegionKind, Request, RequestState,
+    SPINNING, kernel, set_irql, spawn_in_kernel,
 };
 use crate::types::*;
 
@@ -36,26 +41,53 @@ impl std::fmt::Display for Violation {
 /// DriverEntry's shape.
 pub type DriverEntry = unsafe extern "system" fn(&mut DRIVER_OBJECT, PCUNICODE_STRING) -> NTSTATUS;
 
-/// One simulation at a time per process (the kernel is global, as a kernel is).
-static SERIAL: Mutex<()> = Mutex::new(());
-
 /// A loaded-driver simulation; see the module comment.
 pub struct Sim {
-    _serial: MutexGuard<'static, ()>,
-    process: u64,
+    kernel: &'static Mutex<Kernel>,
 }
 
-/// A file object (a handle the simulated process opened on the device).
+/// The process id of the simulated process that [`Sim::open`] opens handles for.
+pub const TEST_PROCESS: u64 = 1001;
+
+/// A file object (a handle a user process opened on the device).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct File(u64);
 
-/// An IRP sent to the driver.
+/// An IRP sent to the driver. Dropping it, once completed, lets the request go (the kernel
+/// remembers that it was one, to name a later use as a use after completion).
 pub struct Irp {
     id: u64,
     request: Arc<Request>,
+    kernel: &'static Mutex<Kernel>,
 }
 
+impl Drop for Irp {
+    fn drop(&mut self) {
+        let completed = self
+            .request
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .completed
+            .is_some();
+        if completed {
+            self.kernel
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retire(self.id);
+        }
+    }
+}
+
+/// What the I/O manager is told when a request completes: its status and output bytes.
+pub type OnComplete = Box<dyn FnOnce(NTSTATUS, &[u8]) + Send>;
+
 impl Irp {
+    /// The request's number (what [`Sim::cancel`] names).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The completion (status, output bytes), if the driver completed it.
     pub fn result(&self) -> Option<(NTSTATUS, Vec<u8>)> {
         self.request
@@ -148,7 +180,7 @@ fn cancel_request(id: u64) {
 pub(crate) fn cancel_now_and_wait(id: u64) {
     let spinning = Arc::new(AtomicBool::new(false));
     let flag = spinning.clone();
-    let thread = std::thread::spawn(move || {
+    let thread = spawn_in_kernel(move || {
         SPINNING.with(|s| *s.borrow_mut() = Some(flag));
         cancel_request(id);
     });
@@ -165,32 +197,45 @@ impl Default for Sim {
     }
 }
 
+/// Makes a `Sim`'s kernel this thread's until dropped (the previous one comes back).
+struct Entered(Option<&'static Mutex<Kernel>>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
 impl Sim {
-    /// A fresh kernel with nothing loaded.
+    /// A fresh kernel with nothing loaded; it becomes this thread's kernel too (so that a test
+    /// may call the kernel's functions directly).
     pub fn new() -> Sim {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let old = std::mem::take(&mut *kernel());
-        drop(old);
-        // Relaxed: a test switch, set before the driver runs.
-        crate::kernel::JITTER.store(false, Ordering::Relaxed);
-        Sim {
-            _serial: serial,
-            process: 1,
-        }
+        // Leaked: a kernel outlives whatever a driver left running in it (a test that fails
+        // may leave threads behind); an unloaded kernel holds next to nothing.
+        let kernel: &'static Mutex<Kernel> = Box::leak(Box::default());
+        CURRENT.with(|c| c.set(Some(kernel)));
+        Sim { kernel }
+    }
+
+    fn enter(&self) -> Entered {
+        Entered(CURRENT.with(|c| c.replace(Some(self.kernel))))
     }
 
     /// The device's "RingCapacity" registry value (`None`: absent).
     pub fn set_ring_capacity(&self, capacity: Option<u32>) {
+        let _in = self.enter();
         kernel().registry_capacity = capacity;
     }
 
     /// Fault injection: the next `count` ObReferenceObjectByHandle calls on thread handles fail.
     pub fn fail_thread_references(&self, count: u32) {
+        let _in = self.enter();
         kernel().fail_thread_references = count;
     }
 
     /// DriverEntry, then EvtDriverDeviceAdd of one device (the PnP manager's part).
     pub fn load(&self, entry: DriverEntry) -> Result<(), NTSTATUS> {
+        let _in = self.enter();
         set_irql(0);
         let mut driver = DRIVER_OBJECT::default();
         let registry = UNICODE_STRING::default();
@@ -231,8 +276,16 @@ impl Sim {
             .expect("a device: load the driver first")
     }
 
-    /// Opens the device: a new file object (no EvtDeviceFileCreate in ringmap).
+    /// Opens the device for the test process ([`TEST_PROCESS`]): a new file object (no
+    /// EvtDeviceFileCreate in ringmap).
     pub fn open(&self) -> File {
+        self.open_in(TEST_PROCESS)
+    }
+
+    /// Opens the device for the process `process` (its id): its requests run in its context,
+    /// and the user handles the driver opens for them land in its handle table.
+    pub fn open_in(&self, process: u64) -> File {
+        let _in = self.enter();
         let device = self.device();
         let mut k = kernel();
         let (context_type, size) = match k.objects.get(&device) {
@@ -245,6 +298,7 @@ impl Sim {
         let context = unsafe { std::alloc::alloc_zeroed(layout) };
         File(k.insert(Object::File {
             device,
+            process,
             cleaned_up: false,
             context,
             context_layout: layout,
@@ -255,17 +309,40 @@ impl Sim {
     /// DeviceIoControl(METHOD_BUFFERED) from the simulated process on `file`: the request goes
     /// to EvtIoInCallerContext on this thread, in the process's context.
     pub fn ioctl(&self, file: File, code: u32, input: &[u8], output_len: usize) -> Irp {
-        self.send(file, code, input, output_len, false)
+        self.send(file, code, input, output_len, false, None)
+    }
+
+    /// As [`Sim::ioctl`], and `on_complete` is called with the status and output when the
+    /// driver completes the request (on the thread that completes it: maybe this one, before
+    /// this returns; maybe a producer's or a cancel routine's, later).
+    pub fn ioctl_then(
+        &self,
+        file: File,
+        code: u32,
+        input: &[u8],
+        output_len: usize,
+        on_complete: OnComplete,
+    ) -> Irp {
+        self.send(file, code, input, output_len, false, Some(on_complete))
     }
 
     /// As [`Sim::ioctl`], but the request is cancelled before the driver sees it (CancelIoEx
     /// that won the race against dispatch): WdfRequestMarkCancelableEx must return
     /// STATUS_CANCELLED, and the driver must complete the request itself.
     pub fn ioctl_cancelled(&self, file: File, code: u32, input: &[u8], output_len: usize) -> Irp {
-        self.send(file, code, input, output_len, true)
+        self.send(file, code, input, output_len, true, None)
     }
 
-    fn send(&self, file: File, code: u32, input: &[u8], output_len: usize, cancelled: bool) -> Irp {
+    fn send(
+        &self,
+        file: File,
+        code: u32,
+        input: &[u8],
+        output_len: usize,
+        cancelled: bool,
+        on_complete: Option<OnComplete>,
+    ) -> Irp {
+        let _in = self.enter();
         let device = self.device();
         let mut buffer = vec![0u8; input.len().max(output_len)].into_boxed_slice();
         buffer[..input.len()].copy_from_slice(input);
@@ -281,20 +358,25 @@ impl Sim {
                 cancel_requested: cancelled,
                 refused_cancelable: false,
                 completed: None,
+                on_complete,
             }),
             done: Condvar::new(),
         });
-        let (id, callback) = {
+        let (id, callback, process) = {
             let mut k = kernel();
             let id = k.insert(Object::Request(request.clone()));
             let callback = match k.objects.get(&device) {
                 Some(Object::Device(device)) => device.init.in_caller_context,
                 _ => None,
             };
-            (id, callback)
+            let process = match k.objects.get(&file.0) {
+                Some(Object::File { process, .. }) => *process,
+                _ => TEST_PROCESS,
+            };
+            (id, callback, process)
         };
         set_irql(0);
-        PROCESS.with(|p| p.set(Some(self.process)));
+        PROCESS.with(|p| p.set(Some(process)));
         match callback {
             // SAFETY: the driver's callback with a request presented to it.
             Some(callback) => unsafe { callback(device as WDFDEVICE, id as WDFREQUEST) },
@@ -304,28 +386,38 @@ impl Sim {
             },
         }
         PROCESS.with(|p| p.set(None));
-        Irp { id, request }
+        Irp {
+            id,
+            request,
+            kernel: self.kernel,
+        }
     }
 
     /// CancelIoEx: the cancel routine runs on another thread (waited for here).
     pub fn cancel(&self, irp: &Irp) {
-        let id = irp.id;
-        let thread = std::thread::spawn(move || cancel_request(id));
+        self.cancel_id(irp.id);
+    }
+
+    /// CancelIoEx of the request numbered `id` ([`Irp::id`]); nothing if it is completed.
+    pub fn cancel_id(&self, id: u64) {
+        let _in = self.enter();
+        let thread = spawn_in_kernel(move || cancel_request(id));
         let _ = thread.join();
     }
 
     /// Random delays (0 to 63 µs) before every request function, as Driver Verifier
-    /// widens race windows; on until [`Sim::new`] makes the next kernel.
+    /// widens race windows.
     pub fn jitter(&self, on: bool) {
-        // Relaxed: a test switch, set before the driver runs.
-        crate::kernel::JITTER.store(on, Ordering::Relaxed);
+        let _in = self.enter();
+        kernel().jitter = on;
     }
 
     /// CancelIoEx from another thread after `delay` (a test varies it to move the cancel
     /// routine across the driver's windows); join the handle before checking.
     pub fn cancel_later(&self, irp: &Irp, delay: Duration) -> std::thread::JoinHandle<()> {
+        let _in = self.enter();
         let id = irp.id;
-        std::thread::spawn(move || {
+        spawn_in_kernel(move || {
             std::thread::sleep(delay);
             cancel_request(id);
         })
@@ -334,11 +426,13 @@ impl Sim {
     /// A schedule: `irp` is cancelled on another thread right before the driver's next
     /// WdfRequestUnmarkCancelable of it (the window the cancel routine can hit).
     pub fn cancel_before_unmark(&self, irp: &Irp) {
+        let _in = self.enter();
         kernel().cancel_before_unmark.insert(irp.id);
     }
 
     /// The last handle to `file` is closed: EvtFileCleanup, then EvtFileClose.
     pub fn cleanup(&self, file: File) {
+        let _in = self.enter();
         let callback = file_callbacks(file.0).0;
         if let Some(Object::File { cleaned_up, .. }) = kernel().objects.get_mut(&file.0) {
             *cleaned_up = true;
@@ -352,6 +446,7 @@ impl Sim {
 
     /// EvtFileClose, once every request on the file has completed.
     pub fn close_file(&self, file: File) {
+        let _in = self.enter();
         let callback = file_callbacks(file.0).1;
         {
             let mut k = kernel();
@@ -391,6 +486,7 @@ impl Sim {
 
     /// The simulated process closes one of its handles (a section handle MAP gave it).
     pub fn close_user_handle(&self, handle: u64) -> bool {
+        let _in = self.enter();
         let mut k = kernel();
         match k.user_handles.remove(&(handle as i32)) {
             Some(h) => {
@@ -403,19 +499,38 @@ impl Sim {
 
     /// Whether `handle` is a user handle of the process, and whether it allows writing.
     pub fn user_handle_writable(&self, handle: u64) -> Option<bool> {
+        let _in = self.enter();
         let k = kernel();
         let h = k.user_handles.get(&(handle as i32))?;
         let flags = rustix::fs::fcntl_getfl(&h.fd).ok()?;
         Some(flags.contains(rustix::fs::OFlags::RDWR) || flags.contains(rustix::fs::OFlags::WRONLY))
     }
 
+    /// The user handle `handle` of `process` leaves the kernel's handle table and arrives in
+    /// that process as a descriptor with exactly the handle's access (the socket front end
+    /// sends it with `SCM_RIGHTS`). `None` if `process` has no such handle.
+    pub fn take_user_handle(&self, process: u64, handle: u64) -> Option<OwnedFd> {
+        let _in = self.enter();
+        let mut k = kernel();
+        let number = i32::try_from(handle).ok()?;
+        if k.user_handles.get(&number)?.process != process {
+            return None;
+        }
+        let h = k.user_handles.remove(&number)?;
+        // The descriptor now keeps the memory alive, as the handle in the process would.
+        k.dereference(h.object, "the handle's transfer to its process");
+        Some(h.fd)
+    }
+
     /// The violations so far.
     pub fn violations(&self) -> Vec<Violation> {
+        let _in = self.enter();
         kernel().violations.clone()
     }
 
     /// The violations so far, by rule name.
     pub fn violated(&self, rule: &str) -> bool {
+        let _in = self.enter();
         kernel().violations.iter().any(|v| v.rule == rule)
     }
 
@@ -423,6 +538,7 @@ impl Sim {
     /// (EvtCleanupCallback, then the context is freed), and returns the leak report: what
     /// the driver left behind. Violations stay in [`Sim::violations`].
     pub fn unload(&self) -> Vec<String> {
+        let _in = self.enter();
         let handles: Vec<i32> = kernel().user_handles.keys().copied().collect();
         for handle in handles {
             self.close_user_handle(handle as u64);

@@ -584,10 +584,14 @@ pub unsafe fn WdfRequestCompleteWithInformation(
     let output = s.buffer[..information.min(s.output_len)].to_vec();
     // What the driver writes after completion lands in a poisoned buffer nobody reads.
     s.buffer.fill(0xdd);
-    s.completed = Some((status, output));
+    let on_complete = s.on_complete.take();
+    s.completed = Some((status, output.clone()));
     s.cancel = Cancel::NotCancelable;
     drop(s);
     r.done.notify_all();
+    if let Some(on_complete) = on_complete {
+        on_complete(status, &output);
+    }
 }
 
 pub unsafe fn WdfRequestMarkCancelableEx(
