@@ -8,9 +8,9 @@ use ringmap_core::abi::{MAX_GENERATOR_PRODUCERS, QueryReply, Status, Wire};
 use ringmap_core::device::{HandleId, NewMapping, Platform, ViewHandles};
 use wdk_sys::ntddk::{
     KeDelayExecutionThread, KeGetCurrentIrql, KeLowerIrql, KeQueryPerformanceCounter,
-    KeWaitForSingleObject, KfRaiseIrql, ObCloseHandle, ObOpenObjectByPointer,
-    ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread, PsGetCurrentProcessId,
-    PsTerminateSystemThread, ZwClose, ZwWaitForSingleObject,
+    KeStallExecutionProcessor, KeWaitForSingleObject, KfRaiseIrql, ObCloseHandle,
+    ObOpenObjectByPointer, ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread,
+    PsGetCurrentProcessId, PsTerminateSystemThread, ZwClose, ZwWaitForSingleObject,
 };
 use wdk_sys::{
     _KWAIT_REASON, _MODE, ACCESS_MASK, DISPATCH_LEVEL, HANDLE, KIRQL, KPROCESSOR_MODE,
@@ -345,6 +345,18 @@ unsafe impl Platform for KernelPlatform {
         let _ = unsafe {
             KeDelayExecutionThread(_MODE::KernelMode as KPROCESSOR_MODE, 0, &raw mut interval)
         };
+    }
+
+    /// Spins (the producer waited for runs on another processor at DISPATCH_LEVEL and cannot
+    /// be preempted there, so it publishes within nanoseconds); after many spins, a 1 µs
+    /// stall between checks (a hypervisor may have descheduled that processor).
+    fn relax(&self, spins: u32) {
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            // SAFETY: a busy wait of one microsecond, allowed at any IRQL.
+            unsafe { KeStallExecutionProcessor(1) };
+        }
     }
 
     fn as_producer<R>(&self, f: impl FnOnce() -> R) -> R {

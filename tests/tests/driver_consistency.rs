@@ -199,8 +199,29 @@ fn binary_and_package_names_agree() {
         .collect();
     assert_eq!(
         crate_types,
-        ["cdylib"],
-        "a driver is a cdylib (renamed .sys)"
+        ["cdylib", "rlib"],
+        "a driver is a cdylib (renamed .sys); the rlib is what the usersim server links on Linux"
+    );
+    // The kernel has no unwinder: every crate built for Windows MSVC aborts on panic (the
+    // profiles keep the default, see the root Cargo.toml), with the static C runtime that
+    // wdk-build demands.
+    let config = toml_file(".cargo/config.toml");
+    let flags: Vec<&str> =
+        config["target"]["cfg(all(windows, target_env = \"msvc\"))"]["rustflags"]
+            .as_array()
+            .expect("rustflags for Windows MSVC targets")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+    assert!(
+        flags.windows(2).any(|pair| pair == ["-C", "panic=abort"]),
+        "{flags:?}"
+    );
+    assert!(
+        flags
+            .windows(2)
+            .any(|pair| pair == ["-C", "target-feature=+crt-static"]),
+        "{flags:?}"
     );
 
     // wdk-build copies <crate dir>/<file stem>.inx: the INX must be named after the crate.

@@ -1,22 +1,19 @@
-//! The ringmap device hosted in a user-mode process on Linux, the way microsoft/usersim runs
-//! eBPF for Windows' kernel code in user mode.
+//! The ringmap driver's own code (`ringmap-driver`) served in a user-mode process on Linux,
+//! the way microsoft/usersim runs eBPF for Windows' kernel code in user mode, but with the
+//! rules checked while it runs ([`wdk_usersim`]):
 //!
-//! - [`ring`]: the ring's memory: two sealed `memfd`s (producer page, data) mapped in this
-//!   process as `[producer page | data | data]`, and the kernel page in private anonymous
-//!   memory that never leaves the process.
-//! - [`consumer_page`]: a fresh consumer page (`memfd`) for every mapping.
-//! - [`server`]: the [`Platform`](ringmap_core::device::Platform) of the device, and the Unix
-//!   socket that carries requests ([`protocol`]); MAP replies carry the descriptors with
+//! - [`server`]: the I/O manager: the Unix socket's connections are file objects, its
+//!   messages IRPs to the driver; MAP replies carry the section handles as descriptors with
 //!   `SCM_RIGHTS`.
 //! - [`protocol`]: the framing of requests and replies, shared with the client.
 //! - [`framing`]: cutting a connection's bytes into requests as they arrive.
+//! - [`view`]: the client's mapping of the descriptors a MAP reply carries.
 #![cfg(target_os = "linux")]
 
-pub mod consumer_page;
 pub mod framing;
 pub mod protocol;
-pub mod ring;
 pub mod server;
+pub mod view;
 
 pub use protocol::default_socket_path;
-pub use server::{Server, ServerConfig, serve_forever};
+pub use server::{Report, Server, ServerConfig, serve_forever};

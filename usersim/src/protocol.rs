@@ -199,6 +199,13 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The clock records are stamped with and wake-ups are measured on: `CLOCK_MONOTONIC` in
+/// nanoseconds, the simulated kernel's `KeQueryPerformanceCounter` (frequency 10^9).
+pub fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,40 +1,51 @@
-//! The device in this process, serving requests on a Unix socket.
+//! The driver's own code serving requests on a Unix socket: this is the I/O manager.
 //!
-//! One thread runs an `epoll` loop over the listening socket and every connection (one
-//! descriptor each, non-blocking). Each connection is a handle ([`HandleId`] = connection
-//! number); its bytes are cut into requests by a [`Framer`] as they arrive, and each request
-//! becomes a call of [`Device::request`]. Replies go into the connection's outbox and are
-//! sent, without blocking, by the loop: a completion from another thread (a producer
-//! completing a pending QUERY) only queues the reply and wakes the loop, so no client that
-//! stops reading can hold up a producer or another client.
+//! [`Server::start`] loads `ringmap-driver` into a simulated kernel ([`wdk_usersim::sim`]):
+//! DriverEntry, then device add. One thread runs an `epoll` loop over the listening socket and
+//! every connection (one descriptor each, non-blocking). A connection is a file object opened
+//! in its client's process (its `SO_PEERCRED` process id); its bytes are cut into requests by
+//! a [`Framer`] as they arrive, and each request becomes an IRP (METHOD_BUFFERED: the input
+//! copied into a system buffer) through the driver's `EvtIoInCallerContext`, in the client's
+//! process context, and its queue. A [`CODE_CANCEL`](crate::protocol::CODE_CANCEL) message is
+//! `CancelIoEx` of the request it names; a connection's end (EOF, an error: the client died)
+//! is the last `CloseHandle`: `EvtFileCleanup`, then `EvtFileClose`. The section handles a MAP
+//! opens in the client's process leave the kernel's handle table as descriptors with exactly
+//! the access the driver asked for, sent with the reply (`SCM_RIGHTS`).
+//!
+//! When the driver completes an IRP, its completion is queued on the connection (whatever
+//! thread completes it: the loop, a producer completing a pending QUERY, a cancel routine),
+//! and the loop turns it into the reply and sends it without blocking: no client that stops
+//! reading can hold up a producer or another client.
 //!
 //! What a client may cost is bounded: a request's input is buffered as it arrives (input
 //! buffers past a small free allowance share one budget, and a connection that would exceed
 //! it is not read until the budget frees); a connection whose outbox is full is not read
 //! until it drains; connections are capped (with a refusal the client turns into a
-//! sentence), and idle ones are closed. A connection that ends (EOF, an error: the client
-//! died) is closed like a handle: its mapping and its pending QUERY are cleaned up.
+//! sentence), and idle ones are closed.
+//!
+//! When the server stops, every connection is closed, the driver is unloaded (device
+//! cleanup, EvtDriverUnload), and the [`Report`] says which kernel rules it broke and what it
+//! left behind; both must be empty.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringmap_core::Capacity;
-use ringmap_core::abi::{QueryReply, Request, Status, Wire};
-use ringmap_core::device::{Device, HandleId, NewMapping, Outcome, Platform, ViewHandles};
+use ringmap_core::abi::{EmptyRequest, MapReply, Request, Status, Wire};
 use rustix::event::epoll;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use wdk_usersim::sim::{File, Irp, Sim, Violation};
 
-use crate::consumer_page::ConsumerPageMemory;
 use crate::framing::{Frame, Framer};
 use crate::protocol::{GREETING_ID, MAX_OUTPUT, REFUSED_ACCESS, REFUSED_BUSY, ReplyHeader};
-use crate::ring::RingMemory;
 
 /// Input a connection may buffer outside the shared budget (every request but a large
 /// WRITE fits).
@@ -47,9 +58,14 @@ const OUTBOX_LIMIT: usize = 64 << 10;
 const READ_TURN: usize = 1 << 20;
 
 /// Descriptors kept free for the server's own use (the listener, the epoll and wake
-/// descriptors, the ring's memfds, MAP's duplicates, standard streams) when the connection
-/// cap is derived from the descriptor limit.
+/// descriptors, the simulated kernel's memfds, MAP's descriptors, standard streams) when the
+/// connection cap is derived from the descriptor limit.
 const RESERVED_FDS: u64 = 20;
+
+thread_local! {
+    /// Set on the loop's thread: a completion there needs no wake-up.
+    static ON_LOOP: Cell<bool> = const { Cell::new(false) };
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -72,12 +88,22 @@ impl Waker {
         })
     }
 
+    /// Tells the loop that `connection` has completions (or, with `None`, to look at its
+    /// flags). On the loop's own thread only the list is written: the loop looks at it
+    /// before it waits again.
     fn wake(&self, connection: Option<u64>) {
         if let Some(id) = connection {
             lock(&self.ready).push(id);
         }
-        // Non-blocking: if the counter is somehow full the loop is awake anyway.
-        let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+        if !ON_LOOP.with(Cell::get) {
+            // Non-blocking: if the counter is somehow full the loop is awake anyway.
+            let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// The connections with completions, without reading the eventfd (the loop's own).
+    fn take_ready(&self) -> Vec<u64> {
+        std::mem::take(&mut *lock(&self.ready))
     }
 
     fn take(&self) -> Vec<u64> {
@@ -98,21 +124,29 @@ struct Outgoing {
 struct Outbox {
     queue: VecDeque<Outgoing>,
     bytes: usize,
-    /// A QUERY of this connection is pending (its reply not yet queued).
-    query_pending: bool,
 }
 
-/// One client connection, as other threads see it: its number and its outbox.
-pub struct Connection {
+/// An IRP the driver completed: the request's id on the wire, whether it was a MAP, and the
+/// completion's status and output.
+struct Completed {
+    id: u64,
+    request: Request,
+    status: i32,
+    output: Vec<u8>,
+}
+
+/// One client connection, as other threads see it: its number, its outbox, and the
+/// completions waiting to become replies.
+struct Connection {
     id: u64,
     outbox: Mutex<Outbox>,
+    completed: Mutex<Vec<Completed>>,
     waker: Arc<Waker>,
 }
 
 impl Connection {
-    /// Queues one reply (with `fds` for MAP). Called by the loop, or by whoever completes a
-    /// pending QUERY; never blocks on the socket.
-    fn queue(&self, id: u64, status: u32, body: &[u8], fds: Vec<OwnedFd>, from_loop: bool) {
+    /// Queues one reply (with `fds` for MAP); never blocks on the socket.
+    fn queue(&self, id: u64, status: u32, body: &[u8], fds: Vec<OwnedFd>) {
         let header = ReplyHeader {
             id,
             status,
@@ -121,210 +155,264 @@ impl Connection {
         let mut bytes = Vec::with_capacity(ReplyHeader::SIZE + body.len());
         bytes.extend_from_slice(&header.to_bytes());
         bytes.extend_from_slice(body);
-        {
-            let mut outbox = lock(&self.outbox);
-            outbox.bytes += bytes.len();
-            outbox.queue.push_back(Outgoing {
-                bytes,
-                fds,
-                sent: 0,
+        let mut outbox = lock(&self.outbox);
+        outbox.bytes += bytes.len();
+        outbox.queue.push_back(Outgoing {
+            bytes,
+            fds,
+            sent: 0,
+        });
+    }
+
+    /// The I/O manager's completion routine of an IRP of this connection.
+    fn on_complete(self: &Arc<Self>, id: u64, request: Request) -> wdk_usersim::sim::OnComplete {
+        let connection = self.clone();
+        Box::new(move |status, output| {
+            lock(&connection.completed).push(Completed {
+                id,
+                request,
+                status,
+                output: output.to_vec(),
             });
-        }
-        if !from_loop {
-            self.waker.wake(Some(self.id));
-        }
-    }
-
-    fn reply(&self, id: u64, status: Status, body: &[u8], fds: Vec<OwnedFd>) {
-        self.queue(id, status.ntstatus(), body, fds, true);
-    }
-}
-
-/// A QUERY whose reply comes later: its connection and request id.
-pub struct PendingQuery {
-    connection: Arc<Connection>,
-    id: u64,
-}
-
-/// The process and user at the other end of a connection.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    /// Its process id.
-    pub pid: u64,
-    /// Its user id.
-    pub uid: u32,
-}
-
-/// The usersim [`Platform`]: the ring's memory, a std mutex, threads for the generator.
-pub struct Host {
-    memory: RingMemory,
-    /// The consumer page descriptor of a MAP whose reply is not sent yet, by handle.
-    map_fds: Mutex<HashMap<HandleId, OwnedFd>>,
-    /// Who is at the other end of each connection (SO_PEERCRED when it was accepted).
-    peers: Mutex<HashMap<HandleId, Peer>>,
-    lock: Mutex<()>,
-    device: OnceLock<Weak<Device<Host>>>,
-    producers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Host {
-    /// The ring's memory.
-    pub fn memory(&self) -> &RingMemory {
-        &self.memory
-    }
-
-    /// Records who is at the other end of `handle`'s connection (at accept).
-    pub fn set_peer(&self, handle: HandleId, peer: Peer) {
-        lock(&self.peers).insert(handle, peer);
-    }
-
-    /// Forgets `handle`'s peer (its connection closed).
-    pub fn forget_peer(&self, handle: HandleId) {
-        lock(&self.peers).remove(&handle);
-    }
-
-    /// The consumer page descriptor of `handle`'s MAP that just succeeded, for its reply.
-    pub fn take_map_fd(&self, handle: HandleId) -> Option<OwnedFd> {
-        lock(&self.map_fds).remove(&handle)
-    }
-}
-
-/// The monotonic clock, in nanoseconds (`CLOCK_MONOTONIC`, as the generator stamps records).
-pub fn now_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-// SAFETY: `with_lock` runs its closure under a std mutex held for the whole call.
-unsafe impl Platform for Host {
-    type PendingQuery = PendingQuery;
-    type ConsumerPage = ConsumerPageMemory;
-
-    fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _guard = lock(&self.lock);
-        f()
-    }
-
-    fn take_query(&self, query: PendingQuery) -> Option<PendingQuery> {
-        // A CANCEL message takes its QUERY through `cancel_query`, under the same lock, so a
-        // QUERY taken here is this caller's to complete.
-        Some(query)
-    }
-
-    fn complete_query(&self, query: PendingQuery, reply: Result<QueryReply, Status>) {
-        lock(&query.connection.outbox).query_pending = false;
-        // Queued, not sent: a producer completing the QUERY never waits on the client.
-        let (status, body) = match &reply {
-            Ok(reply) => (Status::Success, reply.as_bytes()),
-            Err(status) => (*status, &[][..]),
-        };
-        query
-            .connection
-            .queue(query.id, status.ntstatus(), body, Vec::new(), false);
-    }
-
-    fn map_view(&self, handle: HandleId) -> Result<NewMapping<ConsumerPageMemory>, Status> {
-        let page = ConsumerPageMemory::new().map_err(|_| Status::InsufficientResources)?;
-        let fd = page
-            .fd()
-            .try_clone_to_owned()
-            .map_err(|_| Status::InsufficientResources)?;
-        // The MAP reply takes it (`take_map_fd`) and sends it with the producer page's and
-        // the data's read-only descriptors, in this order.
-        lock(&self.map_fds).insert(handle, fd);
-        Ok(NewMapping {
-            handles: ViewHandles {
-                consumer_page: 0,
-                producer_page: 1,
-                data: 2,
-            },
-            page_address: page.address(),
-            page,
-            process_id: lock(&self.peers).get(&handle).map_or(0, |peer| peer.pid),
+            connection.waker.wake(Some(connection.id));
         })
     }
+}
 
-    fn unmap_view(&self, handle: HandleId, page: ConsumerPageMemory) {
-        // Nothing reads the page any more: the host's side goes (the client keeps its own
-        // mapping, which reaches nobody now).
-        lock(&self.map_fds).remove(&handle);
-        drop(page);
+/// A handle on the device, as the I/O manager keeps it: the file object, the process it
+/// belongs to, the IRPs the driver has not completed, whether it holds the mapping.
+struct Handle {
+    file: File,
+    process: u64,
+    shared: Arc<Connection>,
+    /// Pending IRPs by their id on the wire.
+    pending: HashMap<u64, Irp>,
+    mapped: bool,
+}
+
+impl Handle {
+    fn open(sim: &Sim, process: u64, shared: Arc<Connection>) -> Handle {
+        Handle {
+            file: sim.open_in(process),
+            process,
+            shared,
+            pending: HashMap::new(),
+            mapped: false,
+        }
     }
 
-    /// The server's own user, or root: the user who ran `ringmap serve` owns the device.
-    fn is_privileged(&self, handle: HandleId) -> bool {
-        lock(&self.peers)
-            .get(&handle)
-            .is_some_and(|peer| peer.uid == 0 || peer.uid == rustix::process::geteuid().as_raw())
-    }
-
-    fn now_ns(&self) -> u64 {
-        now_ns()
-    }
-
-    fn start_producers(&self, producers: u32) -> Result<(), Status> {
-        let device = self
-            .device
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or(Status::InvalidDeviceState)?;
-        let mut threads = lock(&self.producers);
-        for i in 0..producers {
-            let producer = device.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("ringmap-producer-{i}"))
-                .spawn(move || producer.run_producer(i));
-            match spawned {
-                Ok(thread) => threads.push(thread),
-                Err(_) => {
-                    drop(threads);
-                    device.stop_generator();
-                    return Err(Status::InsufficientResources);
+    /// Sends one message to the driver as an IRP (or, for CANCEL, cancels one).
+    fn serve(&mut self, sim: &Sim, frame: Frame<'_>) {
+        match frame {
+            Frame::Refused { id, status } => {
+                self.shared.queue(id, status.ntstatus(), &[], Vec::new());
+            }
+            Frame::Cancel { id } => {
+                // CancelIoEx: the cancel routine completes it (through `on_complete`), unless
+                // the completion won the race.
+                if let Some(irp) = self.pending.get(&id) {
+                    sim.cancel_id(irp.id());
+                }
+            }
+            Frame::Request {
+                header,
+                request,
+                input,
+            } => {
+                let output_len = header.output_len.min(MAX_OUTPUT) as usize;
+                let id = header.id;
+                if self.pending.contains_key(&id) {
+                    // Two outstanding requests with one id: their replies could not be told
+                    // apart.
+                    self.shared
+                        .queue(id, Status::InvalidParameter.ntstatus(), &[], Vec::new());
+                    return;
+                }
+                let irp = sim.ioctl_then(
+                    self.file,
+                    request.ioctl(),
+                    input,
+                    output_len,
+                    self.shared.on_complete(id, request),
+                );
+                if irp.result().is_none() {
+                    self.pending.insert(id, irp);
                 }
             }
         }
-        Ok(())
     }
 
-    fn join_producers(&self) {
-        let threads = std::mem::take(&mut *lock(&self.producers));
-        for thread in threads {
-            let _ = thread.join();
+    /// Turns the driver's completions into replies: a MAP's handles, taken out of the
+    /// process's handle table, travel with it as descriptors.
+    fn finish(&mut self, sim: &Sim) {
+        let completed = std::mem::take(&mut *lock(&self.shared.completed));
+        for done in completed {
+            // The IRP is let go (retired in the kernel).
+            drop(self.pending.remove(&done.id));
+            let mut output = done.output;
+            let mut fds = Vec::new();
+            let mut status = done.status as u32;
+            if status == Status::Success.ntstatus() {
+                match done.request {
+                    Request::Map => match self.hand_over(sim, &mut output) {
+                        Some(descriptors) => {
+                            fds = descriptors;
+                            self.mapped = true;
+                        }
+                        None => {
+                            status = Status::InsufficientResources.ntstatus();
+                            output.clear();
+                            self.undo_map(sim);
+                        }
+                    },
+                    Request::Unmap => self.mapped = false,
+                    _ => {}
+                }
+            }
+            self.shared.queue(done.id, status, &output, fds);
         }
     }
 
-    fn sleep_ns(&self, ns: u64) {
-        std::thread::sleep(Duration::from_nanos(ns));
+    /// The three handles of a MAP reply, as descriptors in the reply's order; the reply
+    /// then names them by index (0, 1, 2), as the protocol says.
+    fn hand_over(&self, sim: &Sim, output: &mut [u8]) -> Option<Vec<OwnedFd>> {
+        let mut reply = MapReply::read_exact(output).ok()?;
+        let handles = [
+            reply.consumer_page_handle,
+            reply.producer_page_handle,
+            reply.data_handle,
+        ];
+        let fds: Vec<OwnedFd> = handles
+            .iter()
+            .filter_map(|&handle| sim.take_user_handle(self.process, handle))
+            .collect();
+        if fds.len() != handles.len() {
+            return None;
+        }
+        reply.consumer_page_handle = 0;
+        reply.producer_page_handle = 1;
+        reply.data_handle = 2;
+        reply.write_to(output).ok()?;
+        Some(fds)
     }
 
-    /// A few spins, then yield: generator threads may outnumber the processors, and the
-    /// producer waited for may be preempted (in user mode nothing keeps it on its processor).
-    fn relax(&self, spins: u32) {
-        if spins < 16 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
+    /// A MAP whose reply cannot be delivered is undone with an UNMAP.
+    fn undo_map(&self, sim: &Sim) {
+        let mut input = [0u8; EmptyRequest::SIZE as usize];
+        if EmptyRequest::new().write_to(&mut input).is_ok() {
+            let _ = sim
+                .ioctl(self.file, Request::Unmap.ioctl(), &input, 0)
+                .result();
+        }
+    }
+
+    /// The last CloseHandle: EvtFileCleanup (which completes what is pending), EvtFileClose.
+    fn close(self, sim: &Sim) {
+        sim.close(self.file);
+        drop(self.pending);
+    }
+
+    /// Whether the handle holds something a client may wait on for long (a mapping, a
+    /// pending QUERY).
+    fn holds_something(&self) -> bool {
+        self.mapped || !self.pending.is_empty()
+    }
+}
+
+/// What a driver run left: the kernel rules it broke, and what it had not freed when it
+/// was unloaded. Both empty for a correct driver.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Rules broken while it ran.
+    pub violations: Vec<Violation>,
+    /// What the leak report found after the unload.
+    pub leaks: Vec<String>,
+}
+
+impl Report {
+    /// No rule broken and nothing left behind.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty() && self.leaks.is_empty()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_clean() {
+            return write!(f, "the driver broke no kernel rule and left nothing behind");
+        }
+        write!(
+            f,
+            "the driver broke {} kernel rule(s) and left {} thing(s) behind",
+            self.violations.len(),
+            self.leaks.len()
+        )?;
+        for violation in &self.violations {
+            write!(f, "\n  {violation}")?;
+        }
+        for leak in &self.leaks {
+            write!(f, "\n  leak: {leak}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The driver (`ringmap-driver`), loaded into a simulated kernel of its own.
+pub struct LoadedDriver {
+    sim: Sim,
+    capacity: Capacity,
+}
+
+impl LoadedDriver {
+    /// DriverEntry and device add, with the registry's RingCapacity set to `capacity`.
+    pub fn load(capacity: Capacity) -> io::Result<LoadedDriver> {
+        let sim = Sim::new();
+        let registry = u32::try_from(capacity.as_u64())
+            .map_err(|_| io::Error::other("the capacity does not fit the registry's DWORD"))?;
+        sim.set_ring_capacity(Some(registry));
+        sim.load(ringmap_driver::driver_entry).map_err(|status| {
+            io::Error::other(format!(
+                "the driver did not load: DriverEntry or device add failed with NTSTATUS \
+                 {status:#010x}"
+            ))
+        })?;
+        Ok(LoadedDriver { sim, capacity })
+    }
+
+    /// The ring's capacity.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    /// Unloads the driver (device cleanup, EvtDriverUnload) and reports.
+    pub fn unload(&self) -> Report {
+        let leaks = self.sim.unload();
+        Report {
+            violations: self.sim.violations(),
+            leaks,
         }
     }
 }
 
-/// Makes a device with an empty ring of `capacity` bytes in memfd memory.
-pub fn new_device(capacity: Capacity) -> io::Result<Arc<Device<Host>>> {
-    let host = Host {
-        memory: RingMemory::new(capacity)?,
-        map_fds: Mutex::new(HashMap::new()),
-        peers: Mutex::new(HashMap::new()),
-        lock: Mutex::new(()),
-        device: OnceLock::new(),
-        producers: Mutex::new(Vec::new()),
-    };
-    // SAFETY: the placement's memory belongs to the host, which the device owns, so it
-    // lives as long as the device; this device is the only ring placed in it.
-    let placement = unsafe { host.memory.placement() };
-    // SAFETY: as above.
-    let device = Arc::new(unsafe { Device::new(placement, host) });
-    let _ = device.platform().device.set(Arc::downgrade(&device));
-    Ok(device)
+/// Feeds `chunks` to a new handle of `driver` as if a client sent them, serves what they
+/// ask, and closes the handle; returns the reply bytes it would have sent (fuzzing).
+#[doc(hidden)]
+pub fn feed_connection(driver: &LoadedDriver, chunks: &[&[u8]]) -> io::Result<usize> {
+    let shared = Arc::new(Connection {
+        id: 0,
+        outbox: Mutex::new(Outbox::default()),
+        completed: Mutex::new(Vec::new()),
+        waker: Arc::new(Waker::new()?),
+    });
+    let mut handle = Handle::open(&driver.sim, u64::from(std::process::id()), shared.clone());
+    let mut framer = Framer::new(16 + driver.capacity.as_u64());
+    for chunk in chunks {
+        framer.push(chunk, usize::MAX, |frame| handle.serve(&driver.sim, frame));
+        handle.finish(&driver.sim);
+    }
+    handle.close(&driver.sim);
+    let replies = lock(&shared.outbox).bytes;
+    Ok(replies)
 }
 
 /// How to start a server.
@@ -369,16 +457,18 @@ impl Default for ServerConfig {
     }
 }
 
-/// A usersim device listening on a Unix socket, served by a background thread. Stops when
-/// dropped.
+/// The driver listening on a Unix socket, served by a background thread. Stops when dropped
+/// (printing its [`Report`] to standard error unless it is clean); [`Server::stop`] returns
+/// the report.
 pub struct Server {
-    device: Arc<Device<Host>>,
+    driver: Arc<LoadedDriver>,
     socket_path: PathBuf,
     /// The bound socket's device and inode: only that file is removed at the end.
     socket_id: (u64, u64),
     stopping: Arc<AtomicBool>,
     waker: Arc<Waker>,
     serve: Option<JoinHandle<()>>,
+    report: Option<Report>,
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -528,9 +618,9 @@ fn check_peer(stream: &UnixStream, group: Option<u32>) -> Result<(), String> {
 }
 
 impl Server {
-    /// Makes the device and listens at `config.socket_path`; returns once listening.
+    /// Loads the driver and listens at `config.socket_path`; returns once listening.
     pub fn start(config: ServerConfig) -> io::Result<Server> {
-        let device = new_device(config.capacity)?;
+        let driver = Arc::new(LoadedDriver::load(config.capacity)?);
         let path = &config.socket_path;
         let context = |e: io::Error| {
             io::Error::new(
@@ -560,7 +650,7 @@ impl Server {
         let max_connections = config
             .max_connections
             .min(soft_limit.saturating_sub(RESERVED_FDS).max(1) as usize);
-        let max_input = 16 + device.ring().capacity().as_u64();
+        let max_input = 16 + config.capacity.as_u64();
         let waker = Arc::new(Waker::new()?);
         let stopping = Arc::new(AtomicBool::new(false));
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
@@ -580,7 +670,7 @@ impl Server {
             epoll,
             listener,
             waker: waker.clone(),
-            device: device.clone(),
+            driver: driver.clone(),
             stopping: stopping.clone(),
             connections: HashMap::new(),
             next_id: FIRST_CONNECTION,
@@ -597,12 +687,13 @@ impl Server {
             .name("ringmap-serve".into())
             .spawn(move || event_loop.run())?;
         Ok(Server {
-            device,
+            driver,
             socket_path: config.socket_path,
             socket_id,
             stopping,
             waker,
             serve: Some(serve),
+            report: None,
         })
     }
 
@@ -611,15 +702,12 @@ impl Server {
         &self.socket_path
     }
 
-    /// The device (for tests).
-    pub fn device(&self) -> &Arc<Device<Host>> {
-        &self.device
-    }
-
-    /// Stops listening, closes every connection (their handles are cleaned up), stops the
-    /// generator and removes the socket (if it is still the one this server made).
-    pub fn stop(mut self) {
+    /// Stops listening, closes every connection (their handles are cleaned up), unloads the
+    /// driver (which stops its generator) and removes the socket (if it is still the one this
+    /// server made). The report says what rules the driver broke and what it left behind.
+    pub fn stop(mut self) -> Report {
         self.shutdown();
+        self.report.take().unwrap_or_default()
     }
 
     fn shutdown(&mut self) {
@@ -632,7 +720,7 @@ impl Server {
         self.stopping.store(true, Ordering::SeqCst);
         self.waker.wake(None);
         let _ = serve.join();
-        self.device.stop_generator();
+        self.report = Some(self.driver.unload());
         if file_id(&self.socket_path) == Some(self.socket_id) {
             let _ = std::fs::remove_file(&self.socket_path);
         }
@@ -642,11 +730,16 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(report) = self.report.take()
+            && !report.is_clean()
+        {
+            eprintln!("ringmap serve: {report}");
+        }
     }
 }
 
-/// Runs a device at `config.socket_path` until SIGINT or SIGTERM... or for ever, if the
-/// caller handles no signals: `ringmap serve` handles them itself and drops the [`Server`].
+/// Runs the driver at `config.socket_path` for ever, if the caller handles no signals:
+/// `ringmap serve` handles them itself and stops the [`Server`].
 pub fn serve_forever(config: ServerConfig) -> io::Result<()> {
     let server = Server::start(config)?;
     loop {
@@ -675,14 +768,13 @@ fn open_spare() -> Option<OwnedFd> {
 
 /// A connection as the loop sees it.
 struct Client {
-    shared: Arc<Connection>,
+    handle: Handle,
     stream: UnixStream,
     framer: Framer,
     /// The framer's buffer beyond the free allowance, counted in the loop's budget.
     charged: usize,
     /// When it last sent a byte or took one of its replies.
     last_active: Instant,
-    mapped: bool,
     /// Not read until the input budget frees.
     starved: bool,
     interest: epoll::EventFlags,
@@ -692,7 +784,7 @@ struct Loop {
     epoll: OwnedFd,
     listener: UnixListener,
     waker: Arc<Waker>,
-    device: Arc<Device<Host>>,
+    driver: Arc<LoadedDriver>,
     stopping: Arc<AtomicBool>,
     connections: HashMap<u64, Client>,
     next_id: u64,
@@ -728,6 +820,7 @@ impl Loop {
             tv_nsec: tick.subsec_nanos().into(),
         };
         let mut last_sweep = Instant::now();
+        ON_LOOP.with(|on| on.set(true));
         loop {
             // SeqCst: see `Server::shutdown`.
             if self.stopping.load(Ordering::SeqCst) {
@@ -748,6 +841,7 @@ impl Loop {
                     LISTENER => self.accept(),
                     WAKER => {
                         for id in self.waker.take() {
+                            self.finish(id);
                             self.flush(id);
                         }
                     }
@@ -766,6 +860,12 @@ impl Loop {
                         }
                     }
                 }
+            }
+            // Completions that came on this thread (a WRITE completing another handle's
+            // QUERY, a cancel routine run here).
+            for id in self.waker.take_ready() {
+                self.finish(id);
+                self.flush(id);
             }
             if last_sweep.elapsed() >= tick {
                 last_sweep = Instant::now();
@@ -839,31 +939,26 @@ impl Loop {
             {
                 continue;
             }
-            if let Ok(credentials) = rustix::net::sockopt::socket_peercred(&stream) {
-                // Who holds a mapping (STATS) and who may REVOKE it.
-                self.device.platform().set_peer(
-                    HandleId(id),
-                    Peer {
-                        pid: credentials.pid.as_raw_nonzero().get() as u64,
-                        uid: credentials.uid.as_raw(),
-                    },
-                );
-            }
+            // The file object is opened in the client's process: the handles a MAP opens
+            // land in its handle table, and STATS names it as the mapping's process.
+            let process = rustix::net::sockopt::socket_peercred(&stream).map_or(0, |credentials| {
+                credentials.pid.as_raw_nonzero().get() as u64
+            });
             let shared = Arc::new(Connection {
                 id,
                 outbox: Mutex::new(Outbox::default()),
+                completed: Mutex::new(Vec::new()),
                 waker: self.waker.clone(),
             });
-            shared.queue(GREETING_ID, 0, &[], Vec::new(), true);
+            shared.queue(GREETING_ID, 0, &[], Vec::new());
             self.connections.insert(
                 id,
                 Client {
-                    shared,
+                    handle: Handle::open(&self.driver.sim, process, shared),
                     stream,
                     framer: Framer::new(self.max_input),
                     charged: 0,
                     last_active: Instant::now(),
-                    mapped: false,
                     starved: false,
                     interest,
                 },
@@ -876,13 +971,12 @@ impl Loop {
     fn read(&mut self, id: u64) {
         let mut staging = [0u8; 16 << 10];
         let mut read = 0;
-        let mut output = [0u8; MAX_OUTPUT as usize];
         let mut ended = false;
         while read < READ_TURN {
             let Some(client) = self.connections.get_mut(&id) else {
                 return;
             };
-            if lock(&client.shared.outbox).bytes > OUTBOX_LIMIT {
+            if lock(&client.handle.shared.outbox).bytes > OUTBOX_LIMIT {
                 break;
             }
             let mut room = staging.len();
@@ -916,12 +1010,12 @@ impl Loop {
             };
             read += n;
             client.last_active = Instant::now();
-            let device = &self.device;
-            let shared = &client.shared;
-            let mapped = &mut client.mapped;
-            client.framer.push(&staging[..n], limit, |frame| {
-                serve_frame(device, shared, mapped, frame, &mut output);
-            });
+            let sim = &self.driver.sim;
+            let handle = &mut client.handle;
+            client
+                .framer
+                .push(&staging[..n], limit, |frame| handle.serve(sim, frame));
+            handle.finish(sim);
             client.framer.shrink(FREE_INPUT);
             let charge = client.framer.buffered().saturating_sub(FREE_INPUT);
             let freed = charge < client.charged;
@@ -948,6 +1042,13 @@ impl Loop {
         }
     }
 
+    /// Turns `id`'s completed IRPs into replies.
+    fn finish(&mut self, id: u64) {
+        if let Some(client) = self.connections.get_mut(&id) {
+            client.handle.finish(&self.driver.sim);
+        }
+    }
+
     /// Sends what `id`'s outbox holds, as far as the socket takes it now.
     fn flush(&mut self, id: u64) {
         let Some(client) = self.connections.get_mut(&id) else {
@@ -955,7 +1056,7 @@ impl Loop {
         };
         let mut failed = false;
         {
-            let mut outbox = lock(&client.shared.outbox);
+            let mut outbox = lock(&client.handle.shared.outbox);
             while let Some(message) = outbox.queue.front_mut() {
                 match send_some(&client.stream, message) {
                     Ok(0) => break,
@@ -985,7 +1086,7 @@ impl Loop {
         let Some(client) = self.connections.get_mut(&id) else {
             return;
         };
-        let waiting = lock(&client.shared.outbox).bytes;
+        let waiting = lock(&client.handle.shared.outbox).bytes;
         let mut interest = epoll::EventFlags::empty();
         if !client.starved && waiting <= OUTBOX_LIMIT {
             interest |= epoll::EventFlags::IN;
@@ -1013,9 +1114,9 @@ impl Loop {
             .connections
             .iter()
             .filter(|(_, client)| {
-                let outbox = lock(&client.shared.outbox);
+                let outbox = lock(&client.handle.shared.outbox);
                 let waiting_on_client = client.framer.mid_message() || outbox.bytes > 0;
-                let holds_something = client.mapped || outbox.query_pending;
+                let holds_something = client.handle.holds_something();
                 (waiting_on_client || !holds_something)
                     && now.duration_since(client.last_active) >= self.idle_timeout
             })
@@ -1035,10 +1136,9 @@ impl Loop {
         if client.charged > 0 {
             self.feed_starved();
         }
-        // Its mapping and pending QUERY go (the QUERY's reply lands in an outbox nobody
-        // sends any more).
-        self.device.close(HandleId(id));
-        self.device.platform().forget_peer(HandleId(id));
+        // Its mapping and pending QUERY go (the QUERY's completion lands in a connection
+        // nobody serves any more).
+        client.handle.close(&self.driver.sim);
         let _ = client.stream.shutdown(std::net::Shutdown::Both);
     }
 }
@@ -1067,119 +1167,4 @@ fn send_some(stream: &UnixStream, message: &Outgoing) -> io::Result<usize> {
             Err(errno) => return Err(errno.into()),
         }
     }
-}
-
-/// Serves one message of `connection`: the device's reply, if any, goes into its outbox.
-fn serve_frame(
-    device: &Device<Host>,
-    connection: &Arc<Connection>,
-    mapped: &mut bool,
-    frame: Frame<'_>,
-    output: &mut [u8; MAX_OUTPUT as usize],
-) {
-    let handle = HandleId(connection.id);
-    let (header, request, input) = match frame {
-        Frame::Refused { id, status } => {
-            connection.reply(id, status, &[], Vec::new());
-            return;
-        }
-        Frame::Cancel { id } => {
-            let cancelled =
-                device.cancel_query(|query| query.connection.id == connection.id && query.id == id);
-            if let Some(query) = cancelled {
-                device
-                    .platform()
-                    .complete_query(query, Err(Status::Cancelled));
-            }
-            return;
-        }
-        Frame::Request {
-            header,
-            request,
-            input,
-        } => (header, request, input),
-    };
-    let output_len = header.output_len.min(MAX_OUTPUT) as usize;
-    let id = header.id;
-    let outcome = device.request(handle, request, input, &mut output[..output_len], || {
-        lock(&connection.outbox).query_pending = true;
-        Ok(PendingQuery {
-            connection: connection.clone(),
-            id,
-        })
-    });
-    match outcome {
-        Ok(Outcome::Done(len)) => {
-            let mut fds = Vec::new();
-            match request {
-                Request::Map => {
-                    *mapped = true;
-                    // The consumer page's descriptor (`map_view` made it), and duplicates of
-                    // the read-only ones: the reply owns them until it is sent.
-                    let page = device.platform().take_map_fd(handle);
-                    let [producer_page, data] = device.platform().memory().client_fds();
-                    let shared = producer_page
-                        .try_clone_to_owned()
-                        .and_then(|p| Ok((p, data.try_clone_to_owned()?)));
-                    match (page, shared) {
-                        (Some(page), Ok((producer_page, data))) => {
-                            fds = vec![page, producer_page, data];
-                        }
-                        _ => {
-                            // Out of descriptors: undo the mapping, refuse.
-                            let _ = device.request(
-                                handle,
-                                Request::Unmap,
-                                &unmap_input(),
-                                &mut [],
-                                || Err(Status::InvalidDeviceState),
-                            );
-                            *mapped = false;
-                            connection.reply(id, Status::InsufficientResources, &[], Vec::new());
-                            return;
-                        }
-                    }
-                }
-                Request::Unmap => *mapped = false,
-                _ => {}
-            }
-            connection.reply(id, Status::Success, &output[..len], fds);
-        }
-        Ok(Outcome::Pending) => {}
-        Err(status) => connection.reply(id, status, &[], Vec::new()),
-    }
-}
-
-/// An UNMAP request's input (an empty request struct).
-fn unmap_input() -> [u8; 8] {
-    let mut input = [0u8; 8];
-    input[..4].copy_from_slice(&8u32.to_le_bytes());
-    input
-}
-
-/// Feeds `chunks` to a new connection of `device` as if a client sent them, serves what they
-/// ask, and closes the connection; returns the reply bytes it would have sent (fuzzing).
-#[doc(hidden)]
-pub fn feed_connection(device: &Arc<Device<Host>>, chunks: &[&[u8]]) -> io::Result<usize> {
-    let waker = Arc::new(Waker::new()?);
-    // Well above any id the server's own loop hands out, so they cannot meet.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 62);
-    // Relaxed: only uniqueness matters, which the read-modify-write gives.
-    let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    let connection = Arc::new(Connection {
-        id,
-        outbox: Mutex::new(Outbox::default()),
-        waker,
-    });
-    let mut framer = Framer::new(16 + device.ring().capacity().as_u64());
-    let mut output = [0u8; MAX_OUTPUT as usize];
-    let mut mapped = false;
-    for chunk in chunks {
-        framer.push(chunk, usize::MAX, |frame| {
-            serve_frame(device, &connection, &mut mapped, frame, &mut output);
-        });
-    }
-    device.close(HandleId(id));
-    let replies = lock(&connection.outbox).bytes;
-    Ok(replies)
 }

@@ -306,13 +306,8 @@ impl Kernel {
         };
         rustix::fs::fchmod(&fd, Mode::empty())?;
         self.next_backing += 1;
-        self.backings.insert(
-            self.next_backing,
-            Arc::new(Backing {
-                fd,
-                read_only,
-            }),
-        );
+        self.backings
+            .insert(self.next_backing, Arc::new(Backing { fd, read_only }));
         Ok(self.next_backing)
     }
 

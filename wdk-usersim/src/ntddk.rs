@@ -56,6 +56,16 @@ pub unsafe fn KeQueryPerformanceCounter(frequency: PLARGE_INTEGER) -> LARGE_INTE
     }
 }
 
+/// A busy wait, allowed at any IRQL. Here it yields the processor: a simulated thread "at
+/// DISPATCH_LEVEL" can be preempted, which a real processor at DISPATCH_LEVEL cannot, so the
+/// producer a stalling one waits for may be the preempted one, and must get to run.
+pub unsafe fn KeStallExecutionProcessor(microseconds: ULONG) {
+    std::thread::yield_now();
+    if microseconds > 50 {
+        std::thread::sleep(Duration::from_micros(microseconds.into()));
+    }
+}
+
 pub unsafe fn KeDelayExecutionThread(
     _mode: KPROCESSOR_MODE,
     _alertable: BOOLEAN,

@@ -20,7 +20,7 @@ use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlag
 use crate::Error;
 
 pub(crate) fn monotonic_ns() -> u64 {
-    ringmap_usersim::server::now_ns()
+    ringmap_usersim::protocol::now_ns()
 }
 
 /// How long a new connection waits for the server's greeting.
@@ -386,7 +386,7 @@ impl PendingView {
         }
         // SAFETY: `map_view` makes a new reservation and replaces nothing else.
         let (base, len) = unsafe {
-            ringmap_usersim::ring::map_view(
+            ringmap_usersim::view::map_view(
                 capacity,
                 Some((self.fds[0].as_fd(), ProtFlags::READ | ProtFlags::WRITE)),
                 self.fds[1].as_fd(),

@@ -456,7 +456,7 @@ pub fn max_payload(capacity: u64) -> u64 {
 /// The host's monotonic clock in nanoseconds: the clock the generator stamps records with.
 #[cfg(target_os = "linux")]
 pub fn monotonic_ns() -> u64 {
-    ringmap_usersim::server::now_ns()
+    ringmap_usersim::protocol::now_ns()
 }
 
 /// The host's monotonic clock in nanoseconds (here: since the first call; latencies measured
