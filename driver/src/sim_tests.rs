@@ -312,3 +312,41 @@ fn a_query_cancelled_before_it_pends_is_completed_cancelled() {
     sim.close(file);
     sim.assert_clean_unload();
 }
+
+#[test]
+fn a_map_racing_the_cleanup_of_its_own_handle_leaves_nothing_behind() {
+    // KMDF sends EvtFileCleanup when the last handle closes, even while another thread of the
+    // process is inside DeviceIoControl on it (its IRP holds the file object, not a handle):
+    // MAP in EvtIoInCallerContext and the cleanup race. Whichever wins, once EvtFileClose has
+    // run the ring is unmapped, and nothing leaks or breaks a rule.
+    for round in 0..24u64 {
+        let (sim, file) = loaded();
+        sim.jitter(true);
+        let other = sim.open();
+        let reply = std::thread::scope(|scope| {
+            let mapper = scope.spawn(|| {
+                send(
+                    &sim,
+                    file,
+                    Request::Map,
+                    &EmptyRequest::new(),
+                    MapReply::SIZE as usize,
+                )
+                .wait()
+            });
+            let sim = &sim;
+            scope.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_micros(round * 23 % 300));
+                sim.cleanup(file);
+            });
+            mapper.join().expect("the mapping thread")
+        });
+        if reply.0 == STATUS_SUCCESS {
+            close_view(&sim, &MapReply::read_exact(&reply.1).expect("a MAP reply"));
+        }
+        sim.close_file(file);
+        assert_eq!(stats(&sim, other).mapped, 0, "round {round}");
+        sim.close(other);
+        sim.assert_clean_unload();
+    }
+}

@@ -1,5 +1,7 @@
-//! Requests of any bytes, from three handles, through `Device::request` on a usersim device:
-//! nothing panics, replies fit their buffers, and closing every handle leaves nothing mapped.
+//! Requests of any bytes, from three handles, through the driver's own code (its
+//! EvtIoInCallerContext, queue and the core's decoder) on the simulated kernel: nothing panics,
+//! no kernel rule is broken, replies fit their buffers, and when every handle is closed and the
+//! driver unloaded nothing is left behind.
 //!
 //! The input is a sequence of requests, each `[handle, code, output_len, len_lo, len_hi,
 //! input bytes...]`.
@@ -7,41 +9,37 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringmap_core::Capacity;
-use ringmap_core::abi::{Request, Status};
-use ringmap_core::device::{HandleId, Outcome};
+use ringmap_core::abi::Request;
+use ringmap_usersim::server::LoadedDriver;
 
 fuzz_target!(|data: &[u8]| {
-    let device = ringmap_usersim::server::new_device(Capacity::new(4 * 4096).unwrap())
-        .expect("a usersim device");
+    let driver = LoadedDriver::load(Capacity::new(4 * 4096).unwrap()).expect("the driver loads");
+    let sim = driver.sim();
+    let files = [sim.open(), sim.open(), sim.open()];
     let mut rest = data;
-    let mut output = [0u8; 256];
     while rest.len() >= 5 {
-        let handle = HandleId(u64::from(rest[0] % 3));
+        let file = files[usize::from(rest[0] % 3)];
         let code = u32::from(rest[1] % 8);
-        let output_len = usize::from(rest[2]).min(output.len());
+        let output_len = usize::from(rest[2]);
         let len = usize::from(u16::from_le_bytes([rest[3], rest[4]])).min(rest.len() - 5);
         let input = &rest[5..5 + len];
         rest = &rest[5 + len..];
         let Some(request) = Request::from_code(code) else {
             continue;
         };
-        let outcome = device.request(handle, request, input, &mut output[..output_len], || {
-            Err(Status::DeviceBusy)
-        });
-        if let Ok(Outcome::Done(n)) = outcome {
+        let irp = sim.ioctl(file, request.ioctl(), input, output_len);
+        if let Some((_, output)) = irp.result() {
             assert!(
-                n <= output_len,
-                "a {n}-byte reply in a {output_len}-byte buffer"
+                output.len() <= output_len,
+                "a {}-byte reply in a {output_len}-byte buffer",
+                output.len()
             );
         }
-        if request == Request::Generate {
-            // Its producers would outlive the input.
-            device.stop_generator();
-        }
+        // A QUERY may pend: the handle's cleanup below cancels it.
     }
-    for handle in 0..3 {
-        device.close(HandleId(handle));
+    for file in files {
+        sim.close(file);
     }
-    device.stop_generator();
-    assert_eq!(device.stats_reply().mapped, 0);
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
 });

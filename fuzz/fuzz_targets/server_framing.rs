@@ -1,22 +1,22 @@
-//! Bytes a client might send, cut into the pieces they arrive in, fed to a usersim
-//! connection: the framing and the device behind it never panic, and the connection's end
-//! leaves nothing mapped.
+//! Bytes a client might send, cut into the pieces they arrive in, fed to one handle of the
+//! driver through the server's framing: nothing panics, no kernel rule is broken, and the
+//! handle's end and the unload leave nothing behind.
 //!
 //! The first byte picks the pieces' size (1 ..= 256); the rest is the stream.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringmap_core::Capacity;
+use ringmap_usersim::server::{LoadedDriver, feed_connection};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&piece, stream)) = data.split_first() else {
         return;
     };
     let piece = usize::from(piece) + 1;
-    let device = ringmap_usersim::server::new_device(Capacity::new(4 * 4096).unwrap())
-        .expect("a usersim device");
+    let driver = LoadedDriver::load(Capacity::new(4 * 4096).unwrap()).expect("the driver loads");
     let chunks: Vec<&[u8]> = stream.chunks(piece).collect();
-    ringmap_usersim::server::feed_connection(&device, &chunks).expect("a connection");
-    device.stop_generator();
-    assert_eq!(device.stats_reply().mapped, 0);
+    feed_connection(&driver, &chunks).expect("a connection");
+    let report = driver.unload();
+    assert!(report.is_clean(), "{report}");
 });

@@ -184,6 +184,29 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// Stops it as Ctrl-C would (SIGTERM): the driver is unloaded and its report written to
+    /// the log. Returns its exit status (`None`: it had already ended, or did not end within
+    /// 20 s and was killed).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if !self.is_running() {
+            return None;
+        }
+        // `kill -TERM`: no signal crate for one call.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill();
+        None
+    }
+
     /// What it wrote to standard error.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -191,10 +214,26 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    /// Stops the server; if the driver broke a kernel rule or left something behind while it
+    /// ran, the test that started it fails (unless it is failing already).
     fn drop(&mut self) {
-        self.kill();
+        let status = self.stop();
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(status) = status
+            && status.code() == Some(KERNEL_RULES_BROKEN)
+        {
+            panic!(
+                "the driver broke kernel rules while this test ran: {}",
+                self.log_text()
+            );
+        }
     }
 }
+
+/// `ringmap serve`'s exit status when the driver broke a kernel rule or left something behind.
+pub const KERNEL_RULES_BROKEN: i32 = 70;
 
 /// The device under test: its own usersim server, or the installed driver.
 pub struct TestDevice {

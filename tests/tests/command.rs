@@ -334,7 +334,7 @@ fn the_exit_statuses_are_in_help_and_in_the_readme() {
         .iter()
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    assert_eq!(codes, ["0", "1", "2", "3", "130"], "{help}");
+    assert_eq!(codes, ["0", "1", "2", "3", "70", "130"], "{help}");
     for line in table {
         assert!(
             readme.contains(line),
@@ -344,6 +344,32 @@ fn the_exit_statuses_are_in_help_and_in_the_readme() {
 }
 
 // ---- --socket and the generator ----------------------------------------------------------
+
+#[test]
+fn serve_unloads_the_driver_on_sigterm_and_reports_that_it_broke_no_rule() {
+    if !usersim() {
+        return;
+    }
+    let mut server = ringmap_tests::spawn_server(64 << 10);
+    let device = Device::open_at(server.socket()).expect("open");
+    let writer = Device::open_at(server.socket()).expect("open");
+    writer.write(b"one").expect("write");
+    // A mapping and a pending QUERY still held when the signal comes: the unload must clean
+    // both up (EvtFileCleanup of every handle, then device cleanup and EvtDriverUnload).
+    let mut mapping = device.map().expect("map");
+    mapping
+        .consumer()
+        .consume_while(1, |_| std::ops::ControlFlow::Continue(()));
+    mapping.notify().expect("a QUERY pends");
+    let status = server.stop().expect("`ringmap serve` ends on SIGTERM");
+    let log = server.log_text();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        log.contains("the driver broke no kernel rule and left nothing behind"),
+        "{log}"
+    );
+    assert!(log.contains("SIGTERM received"), "{log}");
+}
 
 #[test]
 fn demo_listens_at_socket_and_ctrl_c_prints_a_partial_summary_and_removes_it() {

@@ -384,6 +384,11 @@ impl LoadedDriver {
         self.capacity
     }
 
+    /// The simulated kernel it runs in (fuzzing and tests send IRPs through it directly).
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
     /// Unloads the driver (device cleanup, EvtDriverUnload) and reports.
     pub fn unload(&self) -> Report {
         let leaks = self.sim.unload();

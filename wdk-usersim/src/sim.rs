@@ -14,6 +14,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::kernel::{
@@ -189,6 +190,24 @@ pub(crate) fn cancel_now_and_wait(id: u64) {
         std::thread::yield_now();
     }
     kernel().joins.push(thread);
+}
+
+impl Drop for Sim {
+    /// The kernel itself stays (threads and IRPs may still name it), but once nothing runs in
+    /// it any more its tables are emptied, so that a process making many kernels (a fuzzer)
+    /// keeps only their empty shells.
+    fn drop(&mut self) {
+        let mut k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = k.joins.iter().all(JoinHandle::is_finished)
+            && k.threads
+                .iter()
+                .all(|t| *t.ended.lock().unwrap_or_else(|e| e.into_inner()));
+        if idle {
+            let old = std::mem::take(&mut *k);
+            drop(k);
+            drop(old);
+        }
+    }
 }
 
 impl Default for Sim {

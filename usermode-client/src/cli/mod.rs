@@ -158,6 +158,8 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status of `ringmap demo`: records lost, duplicated, reordered or malformed.
 pub const EXIT_RECORDS_WRONG: u8 = 3;
+/// Exit status of `ringmap serve`: the driver broke a kernel rule or left something behind.
+pub const EXIT_KERNEL_RULES: u8 = 70;
 /// Exit status: interrupted by Ctrl-C (SIGINT) or SIGTERM (`ringmap demo`, after its partial
 /// summary).
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -169,6 +171,7 @@ Exit status:
   1    the device refused a request, or another error (one sentence on standard error)
   2    usage error: an unknown option, or a value out of its range
   3    ringmap demo: records were lost, duplicated, reordered or malformed
+  70   ringmap serve: the driver broke a kernel rule or left something behind (listed)
   130  ringmap demo interrupted by Ctrl-C or SIGTERM (after a partial summary)";
 
 /// Parses the command line, runs the subcommand, and turns errors into a sentence on

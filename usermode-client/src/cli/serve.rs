@@ -1,4 +1,6 @@
-//! `ringmap serve`: a usersim device in this process until SIGINT or SIGTERM (Linux).
+//! `ringmap serve`: the driver's own code on the simulated kernel, serving a Unix socket, until
+//! SIGINT or SIGTERM (Linux); then it is unloaded, and the exit status says whether it broke a
+//! kernel rule or left anything behind.
 
 use std::path::Path;
 
@@ -51,6 +53,16 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
         super::CliError::msg(format!("cannot handle SIGINT and SIGTERM: {error}."))
     })?;
     raise_descriptor_limit();
+    // The simulated kernel's memory is this process's: other processes of the same user may
+    // not read or write it, nor open its descriptors, through /proc or ptrace (root still
+    // can, as an administrator can debug a Windows kernel).
+    if let Err(error) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        return Err(super::CliError::msg(format!(
+            "cannot make this process undumpable (prctl PR_SET_DUMPABLE): {error}."
+        )));
+    }
     let capacity = capacity(args.capacity)?;
     let mut config = ringmap_usersim::ServerConfig::new(socket_path.clone());
     config.capacity = capacity;
@@ -64,8 +76,8 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
         server.socket_path().display()
     );
     let signal = signals.forever().next();
-    // Dropping the server closes every connection and removes its socket.
-    server.stop();
+    // Closes every connection, unloads the driver and removes the socket.
+    let report = server.stop();
     if let Some(signal) = signal {
         eprintln!(
             "ringmap: {} received: stopped, {} removed.",
@@ -77,6 +89,11 @@ pub fn run(socket: Option<&Path>, args: Args) -> CliResult {
             socket_path.display()
         );
     }
+    if !report.is_clean() {
+        eprintln!("ringmap: {report}");
+        return Ok(super::EXIT_KERNEL_RULES);
+    }
+    eprintln!("ringmap: {report}.");
     Ok(0)
 }
 
