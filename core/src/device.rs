@@ -1,6 +1,7 @@
-//! The device: one ring and the requests of `abi.rs` (ARCHITECTURE.md), written once for both hosts.
+//! The device: one ring and the requests of `abi.rs` (ARCHITECTURE.md), written once.
 //!
-//! A host (the KMDF driver, usersim) implements [`Platform`]: a lock, completing a pending
+//! Its host, the KMDF driver (on Windows, and on Linux on wdk-usersim), implements
+//! [`Platform`]: a lock, completing a pending
 //! QUERY, handing the consumer view to a caller, a clock, and threads for the generator. It
 //! turns each request it receives into a call of [`Device::request`] and each handle it
 //! closes into [`Device::close`]; everything else — checking every size and field before
@@ -24,7 +25,7 @@ use crate::record::padded_size;
 // memory, so they use core's atomics even under loom, and `Relaxed` throughout unless said.
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-/// Identifies an open handle (Windows: the file object; usersim: the connection). Never
+/// Identifies an open handle (the file object; on Linux one per socket connection). Never
 /// sent to a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HandleId(pub u64);
@@ -101,7 +102,7 @@ pub unsafe trait Platform: Sync + Sized {
     fn unmap_view(&self, handle: HandleId, page: Self::ConsumerPage);
 
     /// Whether `handle` may take the mapping away from whoever holds it (REVOKE): an elevated
-    /// handle in the driver, the server's own user (or root) in usersim.
+    /// handle (the driver's device admits only elevated callers: every handle is).
     fn is_privileged(&self, handle: HandleId) -> bool;
 
     /// A monotonic clock in nanoseconds, the same one consumers read (for wake latency).
