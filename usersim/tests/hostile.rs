@@ -250,6 +250,41 @@ fn read_only_descriptors_stay_read_only() {
     }
 }
 
+#[test]
+fn a_client_cannot_seal_or_resize_the_pages_it_was_given() {
+    if as_child() {
+        return;
+    }
+    use rustix::fs::SealFlags;
+    let capacity = 1 << 16;
+    let server = server("seals", capacity);
+    let mut raw = Raw::connect(&server);
+    raw.request(Request::Map, 1, &empty_request(), 4096);
+    let (header, _, fds) = raw.receive();
+    assert_eq!(header.status, 0);
+    // F_SEAL_WRITE on the writable consumer page would make the driver's writes to it fail;
+    // growing or shrinking any of them would make its mappings fault.
+    for (index, fd) in fds.iter().enumerate() {
+        assert!(
+            rustix::fs::fcntl_add_seals(fd, SealFlags::WRITE).is_err(),
+            "descriptor {index} took a seal"
+        );
+        assert!(
+            rustix::fs::ftruncate(fd, 0).is_err(),
+            "descriptor {index} shrank"
+        );
+        assert!(
+            rustix::fs::ftruncate(fd, 1 << 30).is_err(),
+            "descriptor {index} grew"
+        );
+    }
+    // And the ring still works.
+    raw.request(Request::Stats, 2, &empty_request(), 4096);
+    assert_eq!(raw.receive().0.status, 0);
+    let report = server.stop();
+    assert!(report.is_clean(), "{report}");
+}
+
 /// A server in a child process (this test binary again, running `test` in the child role),
 /// so that its descriptors and memory are its own.
 struct ChildServer {

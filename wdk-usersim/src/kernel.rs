@@ -452,15 +452,26 @@ fn reopen_read_only(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
 /// mappings through any descriptor the first time).
 pub(crate) fn user_descriptor(backing: &Backing, write: bool) -> std::io::Result<OwnedFd> {
     use rustix::fs::SealFlags;
+    let seals = rustix::fs::fcntl_get_seals(&backing.fd)?;
     if write {
+        // A writable descriptor could add seals of its own (F_SEAL_WRITE would make the
+        // kernel's writes fail): F_SEAL_SEAL first, so that nobody changes them any more.
+        if !seals.contains(SealFlags::SEAL) {
+            rustix::fs::fcntl_add_seals(&backing.fd, SealFlags::SEAL)?;
+        }
         return Ok(rustix::io::fcntl_dupfd_cloexec(&backing.fd, 3)?);
     }
     let Some(read_only) = &backing.read_only else {
         return Err(std::io::Error::other("pool memory has no read-only handle"));
     };
     // F_SEAL_SEAL with it keeps clients from changing the seals. The kernel's own mappings,
-    // all made before, keep writing.
-    let seals = rustix::fs::fcntl_get_seals(&backing.fd)?;
+    // all made before, keep writing. (A section already handed out writable is sealed as it
+    // is: it gets no read-only handle, and the sim says so by failing.)
+    if seals.contains(SealFlags::SEAL) && !seals.contains(SealFlags::FUTURE_WRITE) {
+        return Err(std::io::Error::other(
+            "a section handed out writable cannot be handed out read-only too",
+        ));
+    }
     if !seals.contains(SealFlags::SEAL) {
         rustix::fs::fcntl_add_seals(&backing.fd, SealFlags::FUTURE_WRITE | SealFlags::SEAL)?;
     }
