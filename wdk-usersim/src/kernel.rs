@@ -213,7 +213,7 @@ pub(crate) struct UserHandle {
 
 #[derive(Default)]
 pub(crate) struct Kernel {
-    next_id: u64,
+    pub(crate) next_id: u64,
     pub(crate) objects: HashMap<u64, Object>,
     /// Kernel handle -> object.
     pub(crate) kernel_handles: HashMap<u64, u64>,

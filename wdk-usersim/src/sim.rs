@@ -203,12 +203,26 @@ impl Drop for Sim {
                 .iter()
                 .all(|t| *t.ended.lock().unwrap_or_else(|e| e.into_inner()));
         if idle {
+            // Ids go on growing, so that a stale IRP of the old run names nothing in the next.
+            let next_id = k.next_id;
             let old = std::mem::take(&mut *k);
+            k.next_id = next_id;
             drop(k);
             drop(old);
+            FREE_KERNELS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.kernel);
         }
     }
 }
+
+/// Kernels nothing runs in any more, for the next [`Sim::new`].
+static FREE_KERNELS: Mutex<Vec<&'static Mutex<Kernel>>> = Mutex::new(Vec::new());
+
+/// Every kernel made (so that a leak checker, LeakSanitizer under `cargo fuzz`, finds them
+/// reachable: they are kept on purpose).
+static ALL_KERNELS: Mutex<Vec<&'static Mutex<Kernel>>> = Mutex::new(Vec::new());
 
 impl Default for Sim {
     fn default() -> Self {
@@ -229,9 +243,17 @@ impl Sim {
     /// A fresh kernel with nothing loaded; it becomes this thread's kernel too (so that a test
     /// may call the kernel's functions directly).
     pub fn new() -> Sim {
-        // Leaked: a kernel outlives whatever a driver left running in it (a test that fails
-        // may leave threads behind); an unloaded kernel holds next to nothing.
-        let kernel: &'static Mutex<Kernel> = Box::leak(Box::default());
+        // Never freed: a kernel outlives whatever a driver left running in it (a test that
+        // fails may leave threads behind); one that nothing runs in is used again.
+        let free = FREE_KERNELS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let kernel: &'static Mutex<Kernel> = free.unwrap_or_else(|| {
+            let made = Box::leak(Box::default());
+            ALL_KERNELS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(made);
+            made
+        });
         CURRENT.with(|c| c.set(Some(kernel)));
         Sim { kernel }
     }
@@ -596,7 +618,14 @@ impl Sim {
             // SAFETY: the driver's EvtDriverUnload.
             unsafe { unload(driver as WDFDRIVER) };
         }
+        // Threads whose work has ended (a system thread that said so, a cancel routine) may
+        // still be returning: give them a moment, join them; one that runs on is in the
+        // leak report.
         let joins = std::mem::take(&mut kernel().joins);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while joins.iter().any(|j| !j.is_finished()) && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         let (finished, running): (Vec<_>, Vec<_>) =
             joins.into_iter().partition(|j| j.is_finished());
         for join in finished {
