@@ -101,6 +101,11 @@ impl Waker {
         }
     }
 
+    /// Notes that `connection` has completions for the loop's next turn, without waking it.
+    fn note(&self, connection: u64) {
+        lock(&self.ready).push(connection);
+    }
+
     /// The connections with completions, without reading the eventfd (the loop's own).
     fn take_ready(&self) -> Vec<u64> {
         std::mem::take(&mut *lock(&self.ready))
@@ -133,6 +138,8 @@ struct Completed {
     request: Request,
     status: i32,
     output: Vec<u8>,
+    /// Its reply is sent already (by the thread that completed it): only the IRP is let go.
+    replied: bool,
 }
 
 /// One client connection, as other threads see it: its number, its outbox, and the
@@ -142,6 +149,8 @@ struct Connection {
     outbox: Mutex<Outbox>,
     completed: Mutex<Vec<Completed>>,
     waker: Arc<Waker>,
+    /// The socket, for a completion that may send its reply itself (`None`: fuzzing).
+    stream: Option<Arc<UnixStream>>,
 }
 
 impl Connection {
@@ -164,18 +173,68 @@ impl Connection {
         });
     }
 
-    /// The I/O manager's completion routine of an IRP of this connection.
+    /// The I/O manager's completion routine of an IRP of this connection. A QUERY completed
+    /// on another thread (a producer's wake-up) sends its reply from there, without
+    /// blocking, if nothing is queued before it: the consumer wakes one hop sooner, and the
+    /// loop only lets the IRP go when it next serves the connection. Anything else, or a
+    /// reply the socket does not take whole, goes through the loop.
     fn on_complete(self: &Arc<Self>, id: u64, request: Request) -> wdk_usersim::sim::OnComplete {
         let connection = self.clone();
         Box::new(move |status, output| {
+            let replied = request == Request::Query
+                && !ON_LOOP.with(Cell::get)
+                && connection.send_now(id, status as u32, output);
             lock(&connection.completed).push(Completed {
                 id,
                 request,
                 status,
-                output: output.to_vec(),
+                output: if replied { Vec::new() } else { output.to_vec() },
+                replied,
             });
-            connection.waker.wake(Some(connection.id));
+            if replied {
+                connection.waker.note(connection.id);
+            } else {
+                connection.waker.wake(Some(connection.id));
+            }
         })
+    }
+
+    /// Sends a reply at once if the outbox is empty: `true` if the socket took some of it
+    /// (the rest, if any, is queued for the loop, which is woken), `false` if it is the
+    /// caller's to queue.
+    fn send_now(&self, id: u64, status: u32, body: &[u8]) -> bool {
+        let Some(stream) = &self.stream else {
+            return false;
+        };
+        let mut outbox = lock(&self.outbox);
+        if !outbox.queue.is_empty() {
+            return false;
+        }
+        let header = ReplyHeader {
+            id,
+            status,
+            len: body.len() as u32,
+        };
+        let mut bytes = Vec::with_capacity(ReplyHeader::SIZE + body.len());
+        bytes.extend_from_slice(&header.to_bytes());
+        bytes.extend_from_slice(body);
+        let mut message = Outgoing {
+            bytes,
+            fds: Vec::new(),
+            sent: 0,
+        };
+        match send_some(stream, &message) {
+            Ok(n) if n == message.bytes.len() => true,
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                message.sent = n;
+                outbox.bytes += message.bytes.len();
+                outbox.queue.push_back(message);
+                drop(outbox);
+                self.waker.wake(None);
+                true
+            }
+        }
     }
 }
 
@@ -249,6 +308,9 @@ impl Handle {
         for done in completed {
             // The IRP is let go (retired in the kernel).
             drop(self.pending.remove(&done.id));
+            if done.replied {
+                continue;
+            }
             let mut output = done.output;
             let mut fds = Vec::new();
             let mut status = done.status as u32;
@@ -408,6 +470,7 @@ pub fn feed_connection(driver: &LoadedDriver, chunks: &[&[u8]]) -> io::Result<us
         outbox: Mutex::new(Outbox::default()),
         completed: Mutex::new(Vec::new()),
         waker: Arc::new(Waker::new()?),
+        stream: None,
     });
     let mut handle = Handle::open(&driver.sim, u64::from(std::process::id()), shared.clone());
     let mut framer = Framer::new(16 + driver.capacity.as_u64());
@@ -774,7 +837,8 @@ fn open_spare() -> Option<OwnedFd> {
 /// A connection as the loop sees it.
 struct Client {
     handle: Handle,
-    stream: UnixStream,
+    /// Shared with [`Connection::stream`]: one descriptor per connection.
+    stream: Arc<UnixStream>,
     framer: Framer,
     /// The framer's buffer beyond the free allowance, counted in the loop's budget.
     charged: usize,
@@ -931,6 +995,7 @@ impl Loop {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
+            let stream = Arc::new(stream);
             let id = self.next_id;
             self.next_id += 1;
             let interest = epoll::EventFlags::IN;
@@ -946,14 +1011,16 @@ impl Loop {
             }
             // The file object is opened in the client's process: the handles a MAP opens
             // land in its handle table, and STATS names it as the mapping's process.
-            let process = rustix::net::sockopt::socket_peercred(&stream).map_or(0, |credentials| {
-                credentials.pid.as_raw_nonzero().get() as u64
-            });
+            let process = rustix::net::sockopt::socket_peercred(&*stream)
+                .map_or(0, |credentials| {
+                    credentials.pid.as_raw_nonzero().get() as u64
+                });
             let shared = Arc::new(Connection {
                 id,
                 outbox: Mutex::new(Outbox::default()),
                 completed: Mutex::new(Vec::new()),
                 waker: self.waker.clone(),
+                stream: Some(stream.clone()),
             });
             shared.queue(GREETING_ID, 0, &[], Vec::new());
             self.connections.insert(
