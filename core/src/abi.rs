@@ -76,11 +76,14 @@ pub enum Request {
     Generate = 5,
     /// Take the mapping away from whoever holds it (administrators only).
     Revoke = 6,
+    /// Give the mapping an event that its QUERYs set when they complete (eBPF for Windows'
+    /// ring buffer wait handle): the consumer waits on the event, not on the request.
+    SetEvent = 7,
 }
 
 impl Request {
     /// Every request, in code order.
-    pub const ALL: [Request; 7] = [
+    pub const ALL: [Request; 8] = [
         Request::Map,
         Request::Unmap,
         Request::Query,
@@ -88,13 +91,14 @@ impl Request {
         Request::Stats,
         Request::Generate,
         Request::Revoke,
+        Request::SetEvent,
     ];
 
     /// The Windows I/O control code: `CTL_CODE(FILE_DEVICE_UNKNOWN, 0x800 + n,
     /// METHOD_BUFFERED, access)`, read access to consume, write access to produce.
     pub const fn ioctl(self) -> u32 {
         let access = match self {
-            Request::Map | Request::Unmap | Request::Query => FILE_READ_ACCESS,
+            Request::Map | Request::Unmap | Request::Query | Request::SetEvent => FILE_READ_ACCESS,
             Request::Write | Request::Generate | Request::Revoke => FILE_WRITE_ACCESS,
             Request::Stats => FILE_ANY_ACCESS,
         };
@@ -126,6 +130,7 @@ impl Request {
             Request::Stats => "STATS",
             Request::Generate => "GENERATE",
             Request::Revoke => "REVOKE",
+            Request::SetEvent => "SET_EVENT",
         }
     }
 }
@@ -369,6 +374,39 @@ impl QueryRequest {
             size: Self::SIZE,
             reserved: 0,
             consumer_offset,
+        }
+    }
+    fn check_fields(&self) -> Result<(), Status> {
+        zero(self.reserved)
+    }
+}
+
+/// The request of SET_EVENT: an event the mapping's QUERYs set when they complete.
+///
+/// Windows: a handle, in the caller's process, to an event it created (`CreateEventW`;
+/// auto-reset suits a single waiter), opened with `EVENT_MODIFY_STATE` at least. Linux
+/// (usersim): the message carries an eventfd with `SCM_RIGHTS` and `event_handle` is 1; the
+/// server puts the descriptor into the caller's handle table and passes its handle on.
+/// 0 takes the mapping's event away. The event stays the mapping's until it ends, and is
+/// set once more when it ends, so that a waiter learns of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetEventRequest {
+    /// `size_of::<SetEventRequest>()`.
+    pub size: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The event's handle in the caller's process; 0: none.
+    pub event_handle: u64,
+}
+
+impl SetEventRequest {
+    /// A well-formed request.
+    pub fn new(event_handle: u64) -> SetEventRequest {
+        SetEventRequest {
+            size: Self::SIZE,
+            reserved: 0,
+            event_handle,
         }
     }
     fn check_fields(&self) -> Result<(), Status> {
@@ -623,6 +661,7 @@ wire!(
     EmptyRequest,
     MapReply,
     QueryRequest,
+    SetEventRequest,
     QueryReply,
     WriteRequest,
     WriteReply,
@@ -635,6 +674,7 @@ const _: () = {
     assert!(size_of::<EmptyRequest>() == 8);
     assert!(size_of::<MapReply>() == 48);
     assert!(size_of::<QueryRequest>() == 16);
+    assert!(size_of::<SetEventRequest>() == 16);
     assert!(size_of::<QueryReply>() == 32);
     assert!(size_of::<WriteRequest>() == 16);
     assert!(size_of::<WriteReply>() == 16);
@@ -698,7 +738,9 @@ mod tests {
             assert_eq!(Request::from_code(r as u32), Some(r));
         }
         assert_eq!(Request::from_ioctl(0x0022_6001), None);
-        assert_eq!(Request::from_code(7), None);
+        // CTL_CODE(FILE_DEVICE_UNKNOWN, 0x807, METHOD_BUFFERED, FILE_READ_ACCESS)
+        assert_eq!(Request::SetEvent.ioctl(), 0x0022_601C);
+        assert_eq!(Request::from_code(8), None);
     }
 
     #[test]

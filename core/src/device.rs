@@ -14,7 +14,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use crate::abi::MAX_GENERATOR_PRODUCERS;
 use crate::abi::{
     EmptyRequest, GenerateAction, GenerateReply, GenerateRequest, MapReply, QueryReply,
-    QueryRequest, Request, StatsReply, Status, Wire, WriteReply, WriteRequest, generated,
+    QueryRequest, Request, SetEventRequest, StatsReply, Status, Wire, WriteReply, WriteRequest,
+    generated,
 };
 use crate::layout::CacheLine;
 use crate::placement::RingPlacement;
@@ -71,6 +72,11 @@ pub unsafe trait Platform: Sync + Sized {
     /// The host's side of one mapping's consumer page.
     type ConsumerPage: Send;
 
+    /// An event of the caller's that a mapping's QUERYs set (SET_EVENT), referenced by the
+    /// device; dropping it lets go of the reference (allowed at DISPATCH_LEVEL, but the
+    /// device drops it without the lock).
+    type Event: Send;
+
     /// Runs `f` under the device's lock.
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R;
 
@@ -88,6 +94,16 @@ pub unsafe trait Platform: Sync + Sized {
     /// Completes a pending QUERY, taken by [`take_query`](Platform::take_query) or by the
     /// cancel path, with its reply or a status. Called without the lock held.
     fn complete_query(&self, query: Self::PendingQuery, reply: Result<QueryReply, Status>);
+
+    /// References the event `event_handle` names in the caller's process (SET_EVENT). Called
+    /// without the lock held, in the caller's context (Windows: `EvtIoInCallerContext`).
+    /// [`Status::InvalidParameter`] if it names no event the caller may set.
+    fn reference_event(&self, handle: HandleId, event_handle: u64) -> Result<Self::Event, Status>;
+
+    /// Sets `event`. Called under the lock (so that it cannot be let go meanwhile), in the
+    /// same locked step that takes the mapping's QUERY to complete it, and when the mapping
+    /// ends.
+    fn signal_event(&self, event: &Self::Event);
 
     /// Makes a fresh consumer page (zeroed) and the consumer view available to the caller of
     /// `handle`: handles (or descriptor indexes) valid in its process, the consumer page's
@@ -169,6 +185,9 @@ struct Locked<P: Platform> {
     /// A QUERY of the mapping is between its checks and pending (or its reply): a second one
     /// is refused as busy before it changes anything.
     query_in_progress: bool,
+    /// The current mapping's event (SET_EVENT), set whenever its QUERY is taken to complete
+    /// (not when it is cancelled) and when the mapping ends; taken away when it ends.
+    event: Option<P::Event>,
 }
 
 impl<P: Platform> Locked<P> {
@@ -181,6 +200,13 @@ impl<P: Platform> Locked<P> {
                 ..
             } if holder == handle => Some(generation),
             _ => None,
+        }
+    }
+
+    /// Sets the mapping's event, if it has one (under the lock).
+    fn signal(&self, platform: &P) {
+        if let Some(event) = &self.event {
+            platform.signal_event(event);
         }
     }
 
@@ -275,7 +301,10 @@ impl<P: Platform> Hooks for DeviceCore<P> {
         let query = self.locked(|state| {
             if ring.disarm_query_for(head) {
                 let (_, query) = state.pending.take()?;
-                self.platform.take_query(query)
+                let query = self.platform.take_query(query)?;
+                // The waiter on the mapping's event wakes now; the request follows.
+                state.signal(&self.platform);
+                Some(query)
             } else {
                 None
             }
@@ -316,6 +345,7 @@ impl<P: Platform> Device<P> {
                 mapping: MappingState::Unmapped,
                 pending: None,
                 query_in_progress: false,
+                event: None,
             }),
             produced: AtomicU64::new(0),
             queries: AtomicU64::new(0),
@@ -363,6 +393,7 @@ impl<P: Platform> Device<P> {
             Request::Stats => self.stats(input, output),
             Request::Generate => self.generate(input, output),
             Request::Revoke => self.revoke(handle, input),
+            Request::SetEvent => self.set_event(handle, input),
         }
     }
 
@@ -440,10 +471,11 @@ impl<P: Platform> Device<P> {
     /// holds no mapping (its QUERY, if any, is still cancelled).
     fn end_mapping(&self, handle: HandleId) -> Option<()> {
         let core = self.core();
-        let (mapping, query) = core.locked(|state| {
+        let (mapping, query, event) = core.locked(|state| {
             let query = state
                 .take_query_of(&self.ring, handle)
                 .and_then(|query| core.platform.take_query(query));
+            let mut event = None;
             let mapping = match core::mem::replace(&mut state.mapping, MappingState::Unmapped) {
                 MappingState::Mapped {
                     handle: holder,
@@ -455,6 +487,9 @@ impl<P: Platform> Device<P> {
                         handle,
                         closed: false,
                     };
+                    // Its waiter learns that the mapping ended; the event goes with it.
+                    state.signal(&core.platform);
+                    event = state.event.take();
                     Some((generation, page))
                 }
                 MappingState::Changing {
@@ -473,8 +508,10 @@ impl<P: Platform> Device<P> {
                     None
                 }
             };
-            (mapping, query)
+            (mapping, query, event)
         });
+        // Let go of outside the lock.
+        drop(event);
         if let Some(query) = query {
             core.platform.complete_query(query, Err(Status::Cancelled));
         }
@@ -550,7 +587,11 @@ impl<P: Platform> Device<P> {
             return Err(Status::Cancelled);
         };
         if self.ring.is_committed(head) {
-            core.locked(|state| state.query_in_progress = false);
+            core.locked(|state| {
+                state.query_in_progress = false;
+                // Its reply is on its way at once: a waiter on the event wakes too.
+                state.signal(&core.platform);
+            });
             return Ok(Outcome::Done(query_reply(&self.ring).write_to(output)?));
         }
         let complete_now = core.locked(|state| {
@@ -562,7 +603,11 @@ impl<P: Platform> Device<P> {
             if self.ring.arm_query(head) && self.ring.disarm_query_for(head) {
                 // Committed meanwhile: complete it ourselves, now that it is pending (taken
                 // back under this lock, so a cancel routine that already runs owns it).
-                return Ok(core.platform.take_query(query));
+                let query = core.platform.take_query(query);
+                if query.is_some() {
+                    state.signal(&core.platform);
+                }
+                return Ok(query);
             }
             state.pending = Some((handle, query));
             Ok(None)
@@ -572,6 +617,41 @@ impl<P: Platform> Device<P> {
                 .complete_query(query, Ok(query_reply(&self.ring)));
         }
         Ok(Outcome::Pending)
+    }
+
+    /// SET_EVENT: gives the mapping of `handle` an event (or takes it away, with handle 0)
+    /// that its QUERYs set when they complete, so that its consumer can wait on the event,
+    /// a wake-up with no request completion in its way. Only the handle that holds the
+    /// mapping may ([`Status::AccessDenied`] otherwise, changing nothing); the event is
+    /// referenced before anything changes ([`Status::InvalidParameter`] if it is none).
+    fn set_event(&self, handle: HandleId, input: &[u8]) -> Result<Outcome, Status> {
+        let request = SetEventRequest::read_exact(input)?;
+        let core = self.core();
+        let generation = core
+            .locked(|state| state.generation_of(handle))
+            .ok_or(Status::AccessDenied)?;
+        let event = match request.event_handle {
+            0 => None,
+            event_handle => Some(core.platform.reference_event(handle, event_handle)?),
+        };
+        let replaced = core.locked(|state| {
+            if state.generation_of(handle) != Some(generation) {
+                // The mapping ended meanwhile: nothing changes.
+                return Err((Status::Cancelled, event));
+            }
+            Ok(core::mem::replace(&mut state.event, event))
+        });
+        // Let go of outside the lock: the event replaced, or the one refused.
+        match replaced {
+            Ok(old) => {
+                drop(old);
+                Ok(Outcome::Done(0))
+            }
+            Err((status, refused)) => {
+                drop(refused);
+                Err(status)
+            }
+        }
     }
 
     /// Takes the pending QUERY if `is_it` says it is the one being cancelled, and disarms it.

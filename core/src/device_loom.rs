@@ -7,25 +7,71 @@ use alloc::vec::Vec;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
-use crate::abi::{EmptyRequest, QueryReply, QueryRequest, Request, Status, Wire, WriteRequest};
+use crate::abi::{
+    EmptyRequest, QueryReply, QueryRequest, Request, SetEventRequest, Status, Wire, WriteRequest,
+};
 use crate::device::{Device, HandleId, NewMapping, Outcome, Platform, ViewHandles};
 use crate::layout::{Capacity, ConsumerPage};
 use crate::placement::HeapRing;
 
-/// A platform whose lock is a loom mutex; it records the QUERYs it completed.
+/// A platform whose lock is a loom mutex; it records the QUERYs it completed and has one
+/// event (handle 1).
 #[derive(Default)]
 struct LoomPlatform {
     lock: Mutex<()>,
     completed: Mutex<Vec<(u32, Result<QueryReply, Status>)>>,
+    event: Arc<LoomEvent>,
+}
+
+/// The one event: how often it was set, and whether the device still holds it.
+#[derive(Default)]
+struct LoomEvent {
+    sets: loom::sync::atomic::AtomicU32,
+    held: loom::sync::atomic::AtomicBool,
+}
+
+/// The device's reference to the event; dropping it lets go of it.
+struct LoomEventReference(Arc<LoomEvent>);
+
+impl Drop for LoomEventReference {
+    fn drop(&mut self) {
+        // SeqCst: model bookkeeping, not under test.
+        self.0
+            .held
+            .store(false, loom::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 // SAFETY: `with_lock` runs its closure under a mutex.
 unsafe impl Platform for LoomPlatform {
     type PendingQuery = u32;
     type ConsumerPage = Box<ConsumerPage>;
+    type Event = LoomEventReference;
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = self.lock.lock().unwrap();
         f()
+    }
+    fn reference_event(&self, _handle: HandleId, event: u64) -> Result<LoomEventReference, Status> {
+        if event != 1 {
+            return Err(Status::InvalidParameter);
+        }
+        // SeqCst: model bookkeeping.
+        self.event
+            .held
+            .store(true, loom::sync::atomic::Ordering::SeqCst);
+        Ok(LoomEventReference(self.event.clone()))
+    }
+    fn signal_event(&self, event: &LoomEventReference) {
+        // SeqCst: model bookkeeping. Set only while the device holds it: a producer that set
+        // an event the mapping's end had let go of would write freed memory in the kernel.
+        assert!(
+            event.0.held.load(loom::sync::atomic::Ordering::SeqCst),
+            "an event set after it was let go of"
+        );
+        event
+            .0
+            .sets
+            .fetch_add(1, loom::sync::atomic::Ordering::SeqCst);
     }
     fn take_query(&self, query: u32) -> Option<u32> {
         // No cancel routine owns a query here (the models cancel through the device).
@@ -194,5 +240,86 @@ fn loom_device_a_late_wakeup_leaves_the_next_query_pending() {
         // Cancel it: exactly one of cancel and completion wins.
         assert_eq!(device.cancel_query(|&id| id == 2), Some(2));
         assert_eq!(device.ring().armed_head(), None);
+    });
+}
+
+fn set_event(device: &Device<LoomPlatform>, event: u64) {
+    let mut output = [0u8; 16];
+    let set = device.request(
+        A,
+        Request::SetEvent,
+        SetEventRequest::new(event).as_bytes(),
+        &mut output,
+        || Err(Status::InvalidDeviceState),
+    );
+    assert_eq!(set, Ok(Outcome::Done(0)));
+}
+
+fn event_sets(device: &Device<LoomPlatform>) -> u32 {
+    // SeqCst: model bookkeeping.
+    device
+        .platform()
+        .event
+        .sets
+        .load(loom::sync::atomic::Ordering::SeqCst)
+}
+
+/// The consumer waits on the mapping's event, not on the QUERY: whichever way the QUERY
+/// completes against the WRITE that commits its head (at once, by the wake-up, by the
+/// re-check), the event is set, exactly when the QUERY is completed or answered: a waiter on
+/// it is never left waiting with its record committed.
+#[test]
+fn loom_device_the_event_is_set_whenever_the_query_completes() {
+    model("device event against a WRITE", || {
+        let (device, _heap, _consumer) = mapped_device();
+        set_event(&device, 1);
+        let device = Arc::new(device);
+        let producer = {
+            let device = device.clone();
+            thread::spawn(move || write(&device))
+        };
+        let outcome = query(&device, 0, 1);
+        producer.join().unwrap();
+        let answered = match outcome {
+            Outcome::Done(_) => 1,
+            Outcome::Pending => completed(&device, 1),
+        };
+        assert_eq!(answered, 1, "the committed head's QUERY pends forever");
+        assert_eq!(
+            event_sets(&device),
+            1,
+            "the waiter on the event is not woken"
+        );
+    });
+}
+
+/// The mapping's end lets go of its event while a producer may be setting it: the set
+/// happens under the lock that the end takes it away under, so no set comes after it is
+/// let go of (the platform asserts it), and the end sets it once more.
+#[test]
+fn loom_device_no_event_is_set_after_the_mapping_end_lets_it_go() {
+    model("device event against the mapping's end", || {
+        let (device, _heap, _consumer) = mapped_device();
+        set_event(&device, 1);
+        assert_eq!(query(&device, 0, 1), Outcome::Pending);
+        let device = Arc::new(device);
+        let producer = {
+            let device = device.clone();
+            thread::spawn(move || write(&device))
+        };
+        device.close(A);
+        producer.join().unwrap();
+        // SeqCst: model bookkeeping.
+        assert!(
+            !device
+                .platform()
+                .event
+                .held
+                .load(loom::sync::atomic::Ordering::SeqCst)
+        );
+        // Set by the wake-up and by the end, or by the end alone (it cancelled the QUERY).
+        let sets = event_sets(&device);
+        assert!((1..=2).contains(&sets), "{sets}");
+        assert_eq!(completed(&device, 1), 1, "the QUERY completed exactly once");
     });
 }

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
 use crate::abi::{
-    EmptyRequest, GenerateRequest, MapReply, QueryReply, QueryRequest, Request, StatsReply, Status,
-    Wire, WriteRequest,
+    EmptyRequest, GenerateRequest, MapReply, QueryReply, QueryRequest, Request, SetEventRequest,
+    StatsReply, Status, Wire, WriteRequest,
 };
 use crate::device::{Device, HandleId, NewMapping, Outcome, Platform, ViewHandles};
 use crate::layout::Capacity;
@@ -29,15 +29,57 @@ struct TestPlatform {
     taken: Mutex<Vec<u32>>,
     /// Queries whose cancel routine already owns them: `take_query` refuses them.
     cancel_owns: Mutex<Vec<u32>>,
+    /// Events by handle (SET_EVENT names them): a handle not here is no event.
+    events: Mutex<Vec<(u64, Arc<TestEvent>)>>,
+}
+
+/// An event a test made: how often it was set, and how many references the device holds.
+#[derive(Default)]
+struct TestEvent {
+    sets: AtomicU32,
+    references: AtomicU32,
+}
+
+/// The device's reference to a [`TestEvent`]; dropping it lets go of it.
+struct EventReference(Arc<TestEvent>);
+
+impl Drop for EventReference {
+    fn drop(&mut self) {
+        // SeqCst: test counters, read by the test thread.
+        self.0.references.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 // SAFETY: `with_lock` runs its closure under a mutex.
 unsafe impl Platform for TestPlatform {
     type PendingQuery = u32;
     type ConsumerPage = Arc<[AtomicU64; 2]>;
+    type Event = EventReference;
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = self.lock.lock().unwrap();
         f()
+    }
+    fn reference_event(
+        &self,
+        _handle: HandleId,
+        event_handle: u64,
+    ) -> Result<EventReference, Status> {
+        let events = self.events.lock().unwrap();
+        let (_, event) = events
+            .iter()
+            .find(|(h, _)| *h == event_handle)
+            .ok_or(Status::InvalidParameter)?;
+        // SeqCst: test counters.
+        event.references.fetch_add(1, Ordering::SeqCst);
+        Ok(EventReference(event.clone()))
+    }
+    fn signal_event(&self, event: &EventReference) {
+        assert!(
+            self.lock.try_lock().is_err(),
+            "signal_event runs under the device lock"
+        );
+        // SeqCst: test counters.
+        event.0.sets.fetch_add(1, Ordering::SeqCst);
     }
     fn take_query(&self, query: u32) -> Option<u32> {
         assert!(
@@ -779,4 +821,114 @@ fn a_taken_query_is_unmarked_under_the_lock_and_one_its_cancel_routine_owns_is_n
     assert!(result.is_ok(), "the next QUERY is not refused as busy");
     // The cancel path does not go through take_query.
     assert_eq!(*device.platform().taken.lock().unwrap(), vec![7]);
+}
+
+/// An event the platform knows as handle `handle`.
+fn make_event(device: &Device<TestPlatform>, handle: u64) -> Arc<TestEvent> {
+    let event = Arc::new(TestEvent::default());
+    device
+        .platform()
+        .events
+        .lock()
+        .unwrap()
+        .push((handle, event.clone()));
+    event
+}
+
+fn set_event(
+    device: &Device<TestPlatform>,
+    handle: HandleId,
+    event: u64,
+) -> Result<Outcome, Status> {
+    call(
+        device,
+        handle,
+        Request::SetEvent,
+        SetEventRequest::new(event).as_bytes(),
+        0,
+    )
+    .0
+}
+
+fn sets(event: &TestEvent) -> (u32, u32) {
+    // SeqCst: test counters.
+    (
+        event.sets.load(Ordering::SeqCst),
+        event.references.load(Ordering::SeqCst),
+    )
+}
+
+#[test]
+fn only_the_mapping_may_set_its_event_and_a_refusal_changes_nothing() {
+    let (device, _heap, _consumer) = device();
+    let event = make_event(&device, 5);
+    assert_eq!(set_event(&device, A, 5), Err(Status::AccessDenied));
+    map(&device, A);
+    assert_eq!(set_event(&device, B, 5), Err(Status::AccessDenied));
+    assert_eq!(set_event(&device, A, 6), Err(Status::InvalidParameter));
+    let mut bad = SetEventRequest::new(5);
+    bad.reserved = 1;
+    assert_eq!(
+        call(&device, A, Request::SetEvent, bad.as_bytes(), 0).0,
+        Err(Status::InvalidParameter)
+    );
+    assert_eq!(sets(&event), (0, 0), "no reference taken by a refusal");
+    assert_eq!(set_event(&device, A, 5), Ok(Outcome::Done(0)));
+    assert_eq!(sets(&event), (0, 1));
+    // Replacing it with none lets go of it.
+    assert_eq!(set_event(&device, A, 0), Ok(Outcome::Done(0)));
+    assert_eq!(sets(&event), (0, 0));
+}
+
+#[test]
+fn a_query_completion_sets_the_event_a_cancel_does_not_and_the_mapping_end_lets_it_go() {
+    let (device, _heap, _consumer) = device();
+    let event = make_event(&device, 5);
+    map(&device, A);
+    assert_eq!(set_event(&device, A, 5), Ok(Outcome::Done(0)));
+    // Pending, then woken by a write: set once, with the wake-up.
+    pend_query(&device, A, 1);
+    assert_eq!(sets(&event).0, 0, "not set while the QUERY pends");
+    write(&device, b"one").unwrap();
+    assert_eq!(sets(&event).0, 1);
+    // A QUERY that completes at once sets it too (its waiter waits on the event).
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(0).as_bytes(),
+        2,
+    );
+    assert!(matches!(result, Ok(Outcome::Done(_))), "{result:?}");
+    assert_eq!(sets(&event).0, 2);
+    // A cancelled QUERY does not: its waiter cancelled it.
+    let first = 16;
+    let (result, _) = call(
+        &device,
+        A,
+        Request::Query,
+        QueryRequest::new(first).as_bytes(),
+        3,
+    );
+    assert_eq!(result, Ok(Outcome::Pending));
+    assert_eq!(device.cancel_query(|&id| id == 3), Some(3));
+    assert_eq!(sets(&event).0, 2);
+    // UNMAP: set once more (a waiter learns the mapping ended), and let go of.
+    assert_eq!(
+        call(
+            &device,
+            A,
+            Request::Unmap,
+            EmptyRequest::new().as_bytes(),
+            0
+        )
+        .0,
+        Ok(Outcome::Done(0))
+    );
+    assert_eq!(sets(&event), (3, 0));
+    // The next mapping starts with no event.
+    map(&device, B);
+    pend_query_at(&device, B, first, 4);
+    write(&device, b"two").unwrap();
+    assert_eq!(sets(&event), (3, 0));
 }

@@ -7,16 +7,17 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use ringmap_core::abi::{MAX_GENERATOR_PRODUCERS, QueryReply, Status, Wire};
 use ringmap_core::device::{HandleId, NewMapping, Platform, ViewHandles};
 use wdk_sys::ntddk::{
-    KeDelayExecutionThread, KeGetCurrentIrql, KeLowerIrql, KeQueryPerformanceCounter,
+    KeDelayExecutionThread, KeGetCurrentIrql, KeLowerIrql, KeQueryPerformanceCounter, KeSetEvent,
     KeStallExecutionProcessor, KeWaitForSingleObject, KfRaiseIrql, ObCloseHandle,
     ObOpenObjectByPointer, ObReferenceObjectByHandle, ObfDereferenceObject, PsCreateSystemThread,
     PsGetCurrentProcessId, PsTerminateSystemThread, ZwClose, ZwWaitForSingleObject,
 };
 use wdk_sys::{
-    _KWAIT_REASON, _MODE, ACCESS_MASK, DISPATCH_LEVEL, HANDLE, KIRQL, KPROCESSOR_MODE,
-    LARGE_INTEGER, NTSTATUS, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, PVOID, SECTION_MAP_READ,
-    SECTION_MAP_WRITE, SECTION_QUERY, STATUS_CANCELLED, STATUS_SUCCESS, SYNCHRONIZE, ULONG,
-    WDF_NO_OBJECT_ATTRIBUTES, WDFDEVICE, WDFREQUEST, WDFSPINLOCK, call_unsafe_wdf_function_binding,
+    _KWAIT_REASON, _MODE, ACCESS_MASK, DISPATCH_LEVEL, EVENT_MODIFY_STATE, ExEventObjectType,
+    HANDLE, KIRQL, KPROCESSOR_MODE, LARGE_INTEGER, NTSTATUS, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES,
+    PVOID, SECTION_MAP_READ, SECTION_MAP_WRITE, SECTION_QUERY, STATUS_CANCELLED, STATUS_SUCCESS,
+    SYNCHRONIZE, ULONG, WDF_NO_OBJECT_ATTRIBUTES, WDFDEVICE, WDFREQUEST, WDFSPINLOCK,
+    call_unsafe_wdf_function_binding,
 };
 
 use crate::memory::{ConsumerPageSection, Region, RingMemory};
@@ -28,6 +29,20 @@ pub struct PendingRequest(pub WDFREQUEST);
 // SAFETY: a WDFREQUEST handle may be completed from any thread (WDF requests are not tied to
 // the thread that received them); the core moves it between the requester and producers.
 unsafe impl Send for PendingRequest {}
+
+/// An event object of a client's, referenced by SET_EVENT; the reference goes with it
+/// (`ObDereferenceObject`, allowed up to DISPATCH_LEVEL).
+pub struct EventObject(PVOID);
+
+// SAFETY: a referenced object pointer, usable from any thread and any process context.
+unsafe impl Send for EventObject {}
+
+impl Drop for EventObject {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `reference_event`, dropped once.
+        unsafe { ObfDereferenceObject(self.0) };
+    }
+}
 
 /// One generator thread: the referenced thread object (or, if referencing it failed, its
 /// kernel handle, kept open to wait on), and what its start routine needs.
@@ -156,6 +171,7 @@ unsafe extern "C" fn producer_main(context: PVOID) {
 unsafe impl Platform for KernelPlatform {
     type PendingQuery = PendingRequest;
     type ConsumerPage = ConsumerPageSection;
+    type Event = EventObject;
 
     fn with_lock<R>(&self, f: impl FnOnce() -> R) -> R {
         // SAFETY: a valid lock; released below (panics abort, so no unwinding past it).
@@ -192,6 +208,37 @@ unsafe impl Platform for KernelPlatform {
         };
         // SAFETY: no longer cancelable, so nobody else completes it.
         unsafe { complete(request, status, information) };
+    }
+
+    fn reference_event(&self, _handle: HandleId, event_handle: u64) -> Result<EventObject, Status> {
+        let mut object: PVOID = null_mut();
+        // SAFETY: SET_EVENT runs in the caller's context (EvtIoInCallerContext), so the handle
+        // is looked up in the caller's handle table; UserMode checks the handle's access
+        // (EVENT_MODIFY_STATE) and the object type against what the caller may do;
+        // `ExEventObjectType` is the kernel's exported pointer to the event object type.
+        let status = unsafe {
+            ObReferenceObjectByHandle(
+                event_handle as usize as HANDLE,
+                EVENT_MODIFY_STATE as ACCESS_MASK,
+                *ExEventObjectType,
+                _MODE::UserMode as KPROCESSOR_MODE,
+                &raw mut object,
+                null_mut(),
+            )
+        };
+        if wdk::nt_success(status) {
+            Ok(EventObject(object))
+        } else {
+            Err(Status::InvalidParameter)
+        }
+    }
+
+    fn signal_event(&self, event: &EventObject) {
+        // Under the device lock (DISPATCH_LEVEL): KeSetEvent with Wait FALSE is allowed there.
+        // Increment 0 (IO_NO_INCREMENT): the waiter gets no priority boost.
+        // SAFETY: a referenced event object (the device lets go of it only outside the lock,
+        // after taking it away under it).
+        let _ = unsafe { KeSetEvent(event.0.cast(), 0, 0) };
     }
 
     fn map_view(&self, _handle: HandleId) -> Result<NewMapping<ConsumerPageSection>, Status> {

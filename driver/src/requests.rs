@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 
 use ringmap_core::abi::{
     EmptyRequest, GenerateReply, GenerateRequest, MapReply, QueryReply, QueryRequest, Request,
-    StatsReply, Status, Wire, WriteReply,
+    SetEventRequest, StatsReply, Status, Wire, WriteReply,
 };
 use ringmap_core::device::{HandleId, Outcome};
 use wdk_sys::{
@@ -48,6 +48,7 @@ const INPUT_MAX: usize = max(&[
     EmptyRequest::SIZE,
     QueryRequest::SIZE,
     GenerateRequest::SIZE,
+    SetEventRequest::SIZE,
 ]);
 
 /// Completes `request` with `status` and `information` bytes of output.
@@ -232,7 +233,8 @@ pub unsafe extern "C" fn evt_io_device_control(
 }
 
 /// EvtIoInCallerContext: MAP is handled here, in the requesting thread's process, so that the
-/// section handles land in its handle table; everything else goes to the queue.
+/// section handles land in its handle table, and SET_EVENT, so that its event handle is
+/// looked up in that table; everything else goes to the queue.
 pub unsafe extern "C" fn evt_io_in_caller_context(device: WDFDEVICE, request: WDFREQUEST) {
     let mut parameters = WDF_REQUEST_PARAMETERS {
         Size: crate::wdf_size::<WDF_REQUEST_PARAMETERS>() as u16,
@@ -251,7 +253,12 @@ pub unsafe extern "C" fn evt_io_in_caller_context(device: WDFDEVICE, request: WD
         None
     };
     match ioctl {
-        Some(ioctl) if ioctl.IoControlCode == Request::Map.ioctl() => {
+        // MAP opens handles in the caller's process, SET_EVENT references one of its handles:
+        // both run in its context.
+        Some(ioctl)
+            if ioctl.IoControlCode == Request::Map.ioctl()
+                || ioctl.IoControlCode == Request::SetEvent.ioctl() =>
+        {
             // SAFETY: a request presented to us.
             let mode: KPROCESSOR_MODE =
                 unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetRequestorMode, request) };

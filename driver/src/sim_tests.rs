@@ -350,3 +350,85 @@ fn a_map_racing_the_cleanup_of_its_own_handle_leaves_nothing_behind() {
         sim.assert_clean_unload();
     }
 }
+
+fn set_event(sim: &Sim, file: File, handle: u64) -> i32 {
+    send(
+        sim,
+        file,
+        Request::SetEvent,
+        &ringmap_core::abi::SetEventRequest::new(handle),
+        0,
+    )
+    .wait()
+    .0
+}
+
+/// How many times the eventfd was written since it was last read (0: not readable).
+fn take_count(fd: &std::os::fd::OwnedFd) -> u64 {
+    let mut buf = [0u8; 8];
+    match rustix::io::read(fd, &mut buf) {
+        Ok(8) => u64::from_ne_bytes(buf),
+        _ => 0,
+    }
+}
+
+fn eventfd() -> std::os::fd::OwnedFd {
+    rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .expect("an eventfd")
+}
+
+#[test]
+fn set_event_references_the_callers_event_which_a_completing_query_sets() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let waiter = eventfd();
+    let event = sim.insert_user_event(
+        wdk_usersim::sim::TEST_PROCESS,
+        waiter.try_clone().expect("a duplicate"),
+    );
+    assert_eq!(set_event(&sim, file, event), STATUS_SUCCESS);
+    // The process may close its handle: the driver holds its own reference.
+    assert!(sim.close_user_handle(event));
+    let pending = query(&sim, file, reply.consumer_offset);
+    assert!(pending.result().is_none());
+    assert_eq!(take_count(&waiter), 0, "not set while the QUERY pends");
+    write(&sim, file, b"wake");
+    assert_eq!(take_count(&waiter), 1, "the wake-up sets the event");
+    assert_eq!(pending.wait().0, STATUS_SUCCESS);
+    // The mapping's end sets it once more and lets go of it.
+    let (code, _) = send(&sim, file, Request::Unmap, &EmptyRequest::new(), 0).wait();
+    assert_eq!(code, STATUS_SUCCESS);
+    assert_eq!(take_count(&waiter), 1);
+    close_view(&sim, &reply);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
+fn set_event_refuses_what_is_no_event_of_the_caller() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    // A section handle of the caller's is no event.
+    assert_eq!(
+        set_event(&sim, file, reply.data_handle) as u32,
+        ringmap_core::abi::Status::InvalidParameter.ntstatus()
+    );
+    // An event handle of another process is no handle of the caller's.
+    let other = sim.insert_user_event(4242, eventfd());
+    assert_eq!(
+        set_event(&sim, file, other) as u32,
+        ringmap_core::abi::Status::InvalidParameter.ntstatus()
+    );
+    // A number that names nothing.
+    assert_eq!(
+        set_event(&sim, file, 77_777) as u32,
+        ringmap_core::abi::Status::InvalidParameter.ntstatus()
+    );
+    assert!(sim.close_user_handle(other));
+    close_view(&sim, &reply);
+    sim.close(file);
+    sim.assert_clean_unload();
+}

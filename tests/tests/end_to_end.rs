@@ -692,8 +692,17 @@ fn malformed_requests_get_their_status_and_change_nothing() {
             Status::BufferTooSmall,
         ),
         (
-            "unknown code 7",
-            7,
+            "SET_EVENT from a handle that holds no mapping",
+            Request::SetEvent as u32,
+            ringmap_core::abi::SetEventRequest::new(0)
+                .as_bytes()
+                .to_vec(),
+            0,
+            Status::AccessDenied,
+        ),
+        (
+            "unknown code 8",
+            8,
             empty.clone(),
             64,
             Status::InvalidDeviceRequest,
@@ -748,6 +757,10 @@ fn well_formed(code: u32) -> Option<Vec<u8>> {
         Request::Query => QueryRequest::new(0).as_bytes().to_vec(),
         Request::Write => [WriteRequest::new(4).as_bytes(), b"fuzz"].concat(),
         Request::Generate => Generate::stop().as_bytes().to_vec(),
+        // No descriptor comes with it: the device refuses it, whatever the mutation.
+        Request::SetEvent => ringmap_core::abi::SetEventRequest::new(1)
+            .as_bytes()
+            .to_vec(),
     })
 }
 

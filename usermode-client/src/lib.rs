@@ -259,6 +259,8 @@ impl Device {
             device: self,
             #[cfg(any(target_os = "linux", windows))]
             notifying: false,
+            #[cfg(target_os = "linux")]
+            event: None,
         })
     }
 
@@ -400,6 +402,9 @@ pub struct Mapping<'d> {
     /// Readiness for event loops is on ([`Mapping::notify`]): a QUERY stays armed.
     #[cfg(any(target_os = "linux", windows))]
     notifying: bool,
+    /// The mapping's event (SET_EVENT), made at the first [`Mapping::wait_ready`].
+    #[cfg(target_os = "linux")]
+    event: Option<std::os::fd::OwnedFd>,
 }
 
 impl Mapping<'_> {
@@ -445,6 +450,45 @@ impl Mapping<'_> {
                 .transpose();
         }
         self.device.wait(self.consumer.position(), timeout)
+    }
+
+    /// Returns the space this consumer has handled, then waits up to `timeout` (`None`: for
+    /// ever) until the record at its position is committed: `true` once it is, `false` if
+    /// the timeout passed first. Unlike [`wait`](Self::wait) it waits on the mapping's event
+    /// (SET_EVENT, made on first use), which the device sets in the same step that
+    /// completes the QUERY, so the wake-up does not wait for the request's completion to
+    /// travel back (on Windows, for now, it is [`wait`](Self::wait)).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), ringmap_client::Error> {
+    /// let device = ringmap_client::Device::open()?;
+    /// let mut mapping = device.map()?;
+    /// if mapping.wait_ready(Some(std::time::Duration::from_secs(1)))? {
+    ///     mapping.consumer().consume(|record| println!("{} bytes", record.len()));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_ready(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
+        #[cfg(target_os = "linux")]
+        if !self.notifying {
+            use std::os::fd::AsFd;
+            if self.event.is_none() {
+                let event = backend::new_eventfd()?;
+                match self.device.handle.set_event(event.as_fd())? {
+                    Ok(()) => self.event = Some(event),
+                    Err(status) => return Err(status_error(Request::SetEvent, status)),
+                }
+            }
+            if let Some(event) = &self.event {
+                let input = QueryRequest::new(self.consumer.position());
+                return self
+                    .device
+                    .handle
+                    .wait_event(event.as_fd(), input.as_bytes(), timeout);
+            }
+        }
+        Ok(self.wait(timeout)?.is_some())
     }
 
     /// Hands every committed record, in order, to `each` until it breaks or none is left,
@@ -577,9 +621,10 @@ impl Mapping<'_> {
         if handled != 0 {
             return Ok(handled);
         }
-        match self.wait(timeout)? {
-            Some(_) => self.consume(each),
-            None => Ok(0),
+        if self.wait_ready(timeout)? {
+            self.consume(each)
+        } else {
+            Ok(0)
         }
     }
 

@@ -29,7 +29,7 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -39,9 +39,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringmap_core::Capacity;
-use ringmap_core::abi::{EmptyRequest, MapReply, Request, Status, Wire};
+use ringmap_core::abi::{EmptyRequest, MapReply, Request, SetEventRequest, Status, Wire};
 use rustix::event::epoll;
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 use wdk_usersim::sim::{File, Irp, Sim, Violation};
 
 use crate::framing::{Frame, Framer};
@@ -247,6 +250,19 @@ struct Handle {
     /// Pending IRPs by their id on the wire.
     pending: HashMap<u64, Irp>,
     mapped: bool,
+    /// Descriptors the client sent (`SCM_RIGHTS`), oldest first, for the SET_EVENT that
+    /// names them.
+    incoming: VecDeque<OwnedFd>,
+}
+
+/// The most descriptors a client may have sent ahead of the requests that use them.
+const MAX_INCOMING_FDS: usize = 4;
+
+/// Whether `fd` is an eventfd (what SET_EVENT takes on Linux).
+fn is_eventfd(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
 }
 
 impl Handle {
@@ -257,6 +273,7 @@ impl Handle {
             shared,
             pending: HashMap::new(),
             mapped: false,
+            incoming: VecDeque::new(),
         }
     }
 
@@ -287,6 +304,9 @@ impl Handle {
                         .queue(id, Status::InvalidParameter.ntstatus(), &[], Vec::new());
                     return;
                 }
+                if request == Request::SetEvent {
+                    return self.set_event(sim, id, input);
+                }
                 let irp = sim.ioctl_then(
                     self.file,
                     request.ioctl(),
@@ -299,6 +319,56 @@ impl Handle {
                 }
             }
         }
+    }
+
+    /// SET_EVENT: `event_handle` 1 names the descriptor that came with the message (an
+    /// eventfd), which enters the client's handle table as an event; its handle goes to the
+    /// driver in the request, and is closed once the driver has its own reference (the
+    /// client keeps its descriptor). 0 takes the event away. Anything else names nothing
+    /// this client could have.
+    fn set_event(&mut self, sim: &Sim, id: u64, input: &[u8]) {
+        let refuse = |shared: &Connection| {
+            shared.queue(id, Status::InvalidParameter.ntstatus(), &[], Vec::new());
+        };
+        let Ok(mut request) = SetEventRequest::read_exact(input) else {
+            return refuse(&self.shared);
+        };
+        let handle = match request.event_handle {
+            0 => None,
+            1 => {
+                let Some(fd) = self.incoming.pop_front() else {
+                    return refuse(&self.shared);
+                };
+                if !is_eventfd(&fd) {
+                    return refuse(&self.shared);
+                }
+                Some(sim.insert_user_event(self.process, fd))
+            }
+            _ => return refuse(&self.shared),
+        };
+        request.event_handle = handle.unwrap_or(0);
+        let mut bytes = [0u8; SetEventRequest::SIZE as usize];
+        if request.write_to(&mut bytes).is_err() {
+            return refuse(&self.shared);
+        }
+        let irp = sim.ioctl_then(
+            self.file,
+            Request::SetEvent.ioctl(),
+            &bytes,
+            0,
+            self.shared.on_complete(id, Request::SetEvent),
+        );
+        debug_assert!(irp.result().is_some(), "SET_EVENT never pends");
+        if let Some(handle) = handle {
+            sim.close_user_handle(handle);
+        }
+    }
+
+    /// Takes the descriptors a client sent; `false` if it sent more than it may have
+    /// waiting (the connection is then closed).
+    fn receive_fds(&mut self, fds: impl Iterator<Item = OwnedFd>) -> bool {
+        self.incoming.extend(fds);
+        self.incoming.len() <= MAX_INCOMING_FDS
     }
 
     /// Turns the driver's completions into replies: a MAP's handles, taken out of the
@@ -1067,7 +1137,25 @@ impl Loop {
                 }
                 room = room.min(remaining).min(may_take);
             }
-            let n = match rustix::io::read(&client.stream, &mut staging[..room]) {
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = rustix::net::recvmsg(
+                &*client.stream,
+                &mut [IoSliceMut::new(&mut staging[..room])],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+            );
+            let mut fds = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = message {
+                    fds.extend(rights);
+                }
+            }
+            if !client.handle.receive_fds(fds.into_iter()) {
+                ended = true;
+                break;
+            }
+            let n = match received.map(|r| r.bytes) {
                 Ok(0) => {
                     ended = true;
                     break;

@@ -146,6 +146,12 @@ pub(crate) enum Object {
         record: Arc<ThreadRecord>,
         refs: usize,
     },
+    /// An event a user process made (an eventfd it passed in): setting it writes the
+    /// eventfd.
+    Event {
+        fd: Arc<OwnedFd>,
+        refs: usize,
+    },
 }
 
 #[derive(Default)]
@@ -359,7 +365,11 @@ impl Kernel {
     /// Adds a reference to a kernel object.
     pub(crate) fn reference(&mut self, object: u64) -> bool {
         match self.objects.get_mut(&object) {
-            Some(Object::Section { refs, .. } | Object::Thread { refs, .. }) => {
+            Some(
+                Object::Section { refs, .. }
+                | Object::Thread { refs, .. }
+                | Object::Event { refs, .. },
+            ) => {
                 *refs += 1;
                 true
             }
@@ -370,7 +380,11 @@ impl Kernel {
     /// Drops a reference; the object goes with its last one.
     pub(crate) fn dereference(&mut self, object: u64, function: &str) {
         let gone = match self.objects.get_mut(&object) {
-            Some(Object::Section { refs, .. } | Object::Thread { refs, .. }) => {
+            Some(
+                Object::Section { refs, .. }
+                | Object::Thread { refs, .. }
+                | Object::Event { refs, .. },
+            ) => {
                 *refs -= 1;
                 *refs == 0
             }

@@ -480,7 +480,7 @@ pub unsafe fn MmUnmapViewInSystemSpace(base: PVOID) -> NTSTATUS {
 pub unsafe fn ObReferenceObjectByHandle(
     handle: HANDLE,
     _access: ACCESS_MASK,
-    _object_type: PVOID,
+    object_type: POBJECT_TYPE,
     mode: KPROCESSOR_MODE,
     object: *mut PVOID,
     _information: PVOID,
@@ -490,11 +490,25 @@ pub unsafe fn ObReferenceObjectByHandle(
     let target = if i32::from(mode) == _MODE::KernelMode {
         k.kernel_handles.get(&(handle as u64)).copied()
     } else {
-        k.user_handles.get(&(handle as i32)).map(|h| h.object)
+        // A user handle is looked up in the current process's table: a handle of another
+        // process (or a number the caller made up) is no handle here.
+        let process = kernel::PROCESS.with(std::cell::Cell::get);
+        if process.is_none() {
+            k.violate("Handle", "ObReferenceObjectByHandle(UserMode) outside any user process's context (a queue callback or a system thread): the handle would be looked up in an arbitrary process".into());
+        }
+        k.user_handles
+            .get(&(handle as i32))
+            .filter(|h| Some(h.process) == process)
+            .map(|h| h.object)
     };
     let Some(target) = target else {
         return STATUS_INVALID_HANDLE;
     };
+    if object_type == crate::types::event_object_type()
+        && !matches!(k.objects.get(&target), Some(Object::Event { .. }))
+    {
+        return STATUS_OBJECT_TYPE_MISMATCH;
+    }
     if matches!(k.objects.get(&target), Some(Object::Thread { .. })) && k.fail_thread_references > 0
     {
         k.fail_thread_references -= 1;
@@ -504,6 +518,36 @@ pub unsafe fn ObReferenceObjectByHandle(
     // SAFETY: the caller's out-parameter.
     unsafe { *object = target as PVOID };
     STATUS_SUCCESS
+}
+
+/// Sets an event (here: writes 1 to its eventfd, which wakes whoever polls it). Up to
+/// DISPATCH_LEVEL with `Wait` FALSE.
+pub unsafe fn KeSetEvent(event: PRKEVENT, _increment: KPRIORITY, wait: BOOLEAN) -> LONG {
+    check_irql("KeSetEvent", DISPATCH);
+    let k = kernel();
+    if wait != 0 {
+        drop(k);
+        violate(
+            "IRQL",
+            "KeSetEvent with Wait TRUE: the caller must wait next, which is not simulated".into(),
+        );
+        return 0;
+    }
+    let fd = match k.objects.get(&(event as u64)) {
+        Some(Object::Event { fd, .. }) => fd.clone(),
+        _ => {
+            drop(k);
+            violate(
+                "Reference",
+                format!("KeSetEvent of {event:p}, which is no referenced event"),
+            );
+            return 0;
+        }
+    };
+    drop(k);
+    // Non-blocking: a counter that is somehow full is set already.
+    let _ = rustix::io::write(&*fd, &1u64.to_ne_bytes());
+    0
 }
 
 pub unsafe fn ObfDereferenceObject(object: PVOID) -> isize {

@@ -563,6 +563,38 @@ impl Sim {
         Some(h.fd)
     }
 
+    /// An event of `process` arrives in the kernel: `fd` (an eventfd it passed in) becomes
+    /// an event object and a user handle of that process, whose number is returned (the
+    /// socket front end puts it in the request, as a Windows client puts its event's
+    /// handle). The handle is the process's: [`Sim::close_user_handle`] closes it.
+    pub fn insert_user_event(&self, process: u64, fd: OwnedFd) -> u64 {
+        let _in = self.enter();
+        let mut k = kernel();
+        let object = k.insert(Object::Event {
+            fd: Arc::new(fd),
+            refs: 1,
+        });
+        // The handle is a descriptor number of this process, as section handles are: a dup
+        // of the event's, so that it is unique while it is open.
+        let Some(Object::Event { fd, .. }) = k.objects.get(&object) else {
+            unreachable!("just inserted")
+        };
+        let Ok(handle_fd) = rustix::io::fcntl_dupfd_cloexec(&**fd, 3) else {
+            k.objects.remove(&object);
+            return 0;
+        };
+        let number = std::os::fd::AsRawFd::as_raw_fd(&handle_fd);
+        k.user_handles.insert(
+            number,
+            crate::kernel::UserHandle {
+                fd: handle_fd,
+                object,
+                process,
+            },
+        );
+        number as u64
+    }
+
     /// The violations so far.
     pub fn violations(&self) -> Vec<Violation> {
         let _in = self.enter();
@@ -712,6 +744,9 @@ fn leak_report(k: &Kernel) -> Vec<String> {
         match object {
             Object::Section { refs, bytes, .. } => leaks.push(format!(
                 "a section of {bytes} bytes still has {refs} references or handles"
+            )),
+            Object::Event { refs, .. } => leaks.push(format!(
+                "an event object still has {refs} references or handles"
             )),
             Object::Thread { record, refs } => {
                 let ended = *record.ended.lock().unwrap_or_else(|e| e.into_inner());

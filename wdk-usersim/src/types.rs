@@ -29,6 +29,11 @@ pub type KPROCESSOR_MODE = CCHAR;
 pub type PFN_NUMBER = ULONG64;
 pub type POOL_FLAGS = ULONG64;
 pub type LPCSTR = *const c_char;
+pub type KPRIORITY = LONG;
+/// An object type (opaque here; compared by address).
+pub type POBJECT_TYPE = *mut c_void;
+/// A kernel event object (here: an object number, shaped like a pointer).
+pub type PRKEVENT = *mut c_void;
 
 macro_rules! enum_module {
     ($name:ident { $($variant:ident = $value:expr),* $(,)? }) => {
@@ -322,6 +327,21 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 pub const STATUS_CANCELLED: NTSTATUS = 0xC000_0120_u32 as i32;
 pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as i32;
 pub const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
+pub const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
+pub const EVENT_MODIFY_STATE: u32 = 2;
+
+/// The event object type: the address of an object type, which ObReferenceObjectByHandle
+/// compares (its value is no pointer into anything).
+static mut EVENT_OBJECT_TYPE: POBJECT_TYPE = 0xE7E7_0000 as POBJECT_TYPE;
+
+/// `ExEventObjectType`: what wdk-sys declares as the kernel's exported `*mut POBJECT_TYPE`.
+pub static mut ExEventObjectType: *mut POBJECT_TYPE = &raw mut EVENT_OBJECT_TYPE;
+
+/// The value `*ExEventObjectType` points to.
+pub(crate) fn event_object_type() -> POBJECT_TYPE {
+    // SAFETY: a plain read of a static nobody writes.
+    unsafe { *ExEventObjectType }
+}
 pub const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034_u32 as i32;
 pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
 pub const STATUS_BUFFER_TOO_SMALL: NTSTATUS = 0xC000_0023_u32 as i32;

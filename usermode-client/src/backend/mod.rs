@@ -6,7 +6,7 @@
 #[cfg(target_os = "linux")]
 mod usersim;
 #[cfg(target_os = "linux")]
-pub(crate) use usersim::{Handle, View, monotonic_ns};
+pub(crate) use usersim::{Handle, View, monotonic_ns, new_eventfd};
 
 #[cfg(windows)]
 mod windows;

@@ -8,14 +8,17 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringmap_core::abi::{MapReply, QueryReply, Request, Status, Wire};
+use ringmap_core::abi::{MapReply, QueryReply, Request, SetEventRequest, Status, Wire};
 use ringmap_core::{Capacity, PAGE_SIZE};
 use ringmap_usersim::protocol::{
     CODE_CANCEL, GREETING_ID, MAP_FDS, REFUSED_ACCESS, REFUSED_BUSY, ReplyHeader, RequestHeader,
 };
 use rustix::event::{PollFd, PollFlags};
 use rustix::mm::ProtFlags;
-use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 use crate::Error;
 
@@ -346,6 +349,120 @@ impl Handle {
         Ok(check_status(reply.header.status)?.map(|()| reply.body))
     }
 
+    /// SET_EVENT with `event` (an eventfd), which travels with the message (`SCM_RIGHTS`);
+    /// `Ok(Err(status))` if the device refused it.
+    pub(crate) fn set_event(&self, event: BorrowedFd<'_>) -> Result<Result<(), Status>, Error> {
+        let id = self.new_id();
+        let input = SetEventRequest::new(1);
+        let header = RequestHeader {
+            code: Request::SetEvent as u32,
+            input_len: SetEventRequest::SIZE,
+            id,
+            output_len: 0,
+            reserved: 0,
+        };
+        let mut message = header.to_bytes().to_vec();
+        message.extend_from_slice(input.as_bytes());
+        let mut sent = 0;
+        while sent < message.len() {
+            let rest = &message[sent..];
+            let result = if sent == 0 {
+                let fds = [event];
+                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+                    return Err(Error::Protocol("no room for a descriptor".into()));
+                }
+                rustix::net::sendmsg(
+                    &self.stream,
+                    &[io::IoSlice::new(rest)],
+                    &mut control,
+                    SendFlags::NOSIGNAL,
+                )
+            } else {
+                rustix::net::send(&self.stream, rest, SendFlags::NOSIGNAL)
+            };
+            match result {
+                Ok(n) => sent += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(transport_error(errno.into())),
+            }
+        }
+        let reply = self.receive_for(id)?;
+        check_status(reply.header.status)
+    }
+
+    /// QUERY with `input` (the consumer's position), waiting on `event` — set by the device
+    /// in the same step that completes the QUERY — rather than on the reply, which follows
+    /// it and is dropped when it comes. `Ok(true)` once the record at the position is
+    /// committed, `Ok(false)` if `timeout` passed first (the QUERY is then cancelled),
+    /// `Err` if the device refused the QUERY.
+    pub(crate) fn wait_event(
+        &self,
+        event: BorrowedFd<'_>,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<bool, Error> {
+        // A setting left over (an earlier QUERY's, or a mapping's end) is not this one's.
+        drain_eventfd(event);
+        let id = self.new_id();
+        self.send(Request::Query as u32, id, input, QueryReply::SIZE as usize)?;
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        loop {
+            let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            let (event_ready, reply_ready) = self.poll_two(event, left)?;
+            if event_ready {
+                drain_eventfd(event);
+                return Ok(true);
+            }
+            if reply_ready {
+                let reply = self.receive()?;
+                if reply.header.id == id {
+                    return match check_status(reply.header.status)? {
+                        Ok(()) => Ok(true),
+                        Err(status) => Err(crate::status_error(Request::Query, status)),
+                    };
+                }
+                self.armed_reply_read_early(&reply)?;
+                continue;
+            }
+            // Timed out: cancel; its one reply comes at once (the completion, if it won).
+            self.send(CODE_CANCEL, id, &[], 0)?;
+            let reply = self.receive_for(id)?;
+            return match check_status(reply.header.status)? {
+                Ok(()) => Ok(true),
+                Err(Status::Cancelled) => Ok(false),
+                Err(status) => Err(crate::status_error(Request::Query, status)),
+            };
+        }
+    }
+
+    /// Polls `event` and the socket for up to `timeout` (`None`: for ever): which is readable.
+    fn poll_two(
+        &self,
+        event: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<(bool, bool), Error> {
+        let timeout = timeout.map(|timeout| rustix::time::Timespec {
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        });
+        loop {
+            let mut fds = [
+                PollFd::new(&event, PollFlags::IN),
+                PollFd::new(&self.stream, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) => {
+                    let ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
+                    return Ok((ready(&fds[0]), ready(&fds[1])));
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => return Err(Error::Io(errno.into())),
+            }
+        }
+    }
+
     fn readable_within(&self, timeout: Duration) -> Result<bool, Error> {
         let timeout = rustix::time::Timespec {
             tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
@@ -360,6 +477,21 @@ impl Handle {
             }
         }
     }
+}
+
+/// Resets an eventfd (non-blocking: nothing to read is fine).
+fn drain_eventfd(event: BorrowedFd<'_>) {
+    let mut count = [0u8; 8];
+    let _ = rustix::io::read(event, &mut count);
+}
+
+/// A new eventfd for SET_EVENT (non-blocking, so that draining it never waits).
+pub(crate) fn new_eventfd() -> Result<OwnedFd, Error> {
+    rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .map_err(|errno| Error::Io(errno.into()))
 }
 
 /// The descriptors of a MAP reply, not yet mapped.

@@ -254,11 +254,7 @@ fn device_throughput(
             } else if empty < 128 {
                 thread::yield_now();
             } else {
-                let position = consumer.position();
-                if device
-                    .wait(position, Some(Duration::from_secs(2)))?
-                    .is_none()
-                {
+                if !mapping.wait_ready(Some(Duration::from_secs(2)))? {
                     // Two seconds without a record: the generator has stalled.
                     let _ = device.generate(GenerateRequest::stop());
                     return Err(CliError::msg(format!(
@@ -359,8 +355,8 @@ fn core_throughput(capacity: Capacity, payload: usize, records: u64) -> Result<f
     }
 }
 
-/// The generator submits one record every 500 us; this thread is blocked in QUERY each time
-/// and measures from the record's submit time to its return.
+/// The generator submits one record every 500 us; this thread is blocked on the mapping's
+/// event each time (a QUERY armed) and measures from the record's submit time to its return.
 fn device_wake_latency(
     device: &Device,
     mapping: &mut Mapping,
@@ -371,15 +367,15 @@ fn device_wake_latency(
     let mut received = 0u64;
     let mut idle = 0u32;
     while received < samples {
-        let consumer = mapping.consumer();
-        let position = consumer.position();
-        let woke = device.wait(position, Some(Duration::from_millis(200)))?;
+        // On the mapping's event (SET_EVENT), which the device sets in the step that
+        // completes the QUERY.
+        let woke = mapping.wait_ready(Some(Duration::from_millis(200)))?;
         let now = monotonic_ns();
-        let batch = consumer.batch();
+        let batch = mapping.consumer().batch();
         let mut first = true;
         for record in batch.iter() {
             if first
-                && woke.is_some()
+                && woke
                 && let Some((_, _, Some(submitted))) = generated::parse(&record)
             {
                 latencies.push(now.saturating_sub(submitted));
@@ -387,7 +383,7 @@ fn device_wake_latency(
             first = false;
             received += 1;
         }
-        if batch.is_empty() && woke.is_none() {
+        if batch.is_empty() && !woke {
             idle += 1;
             if idle > 25 {
                 let _ = device.generate(GenerateRequest::stop());

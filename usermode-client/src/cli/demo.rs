@@ -213,13 +213,15 @@ fn consume(device: &Device, args: &Args, interrupted: &Interrupted) -> CliResult
         if batch.is_empty() {
             drop(batch);
             let position = consumer.position();
-            match device.wait(position, Some(Duration::from_millis(100)))? {
-                Some(_) => {
+            // Wakes on the mapping's event (SET_EVENT), set in the step that completes the
+            // QUERY.
+            match mapping.wait_ready(Some(Duration::from_millis(100)))? {
+                true => {
                     woke = true;
                     tally.wakeups += 1;
                     idle_waits = 0;
                 }
-                None => {
+                false => {
                     // Nothing for a while: stop once the producers have been idle for a second
                     // with the ring drained (the missing records then count as lost).
                     let stats = device.stats()?;

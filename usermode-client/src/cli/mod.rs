@@ -159,6 +159,7 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit status of `ringmap demo`: records lost, duplicated, reordered or malformed.
 pub const EXIT_RECORDS_WRONG: u8 = 3;
 /// Exit status of `ringmap serve`: the driver broke a kernel rule or left something behind.
+#[cfg(target_os = "linux")]
 pub const EXIT_KERNEL_RULES: u8 = 70;
 /// Exit status: interrupted by Ctrl-C (SIGINT) or SIGTERM (`ringmap demo`, after its partial
 /// summary).
