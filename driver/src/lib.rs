@@ -33,8 +33,7 @@ mod requests;
 mod sim_tests;
 
 // The panic handler of a kernel driver (wdk-panic 0.5.0: a breakpoint in debug builds, then
-// KeBugCheckEx; there is no unwinding in the kernel: `cargo make` builds the driver with
-// `CARGO_PROFILE_{DEV,RELEASE}_PANIC=abort`, Makefile.toml).
+// KeBugCheckEx; there is no unwinding in the kernel, `panic = "abort"` in the workspace profiles).
 #[cfg(windows)]
 extern crate wdk_panic;
 

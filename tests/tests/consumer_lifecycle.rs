@@ -537,3 +537,93 @@ fn the_event_loop_example_reads_records_as_they_come() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "a\nb\nc\n");
 }
+
+#[test]
+fn wait_ready_wakes_on_the_mappings_event_when_a_record_is_committed() {
+    let server = TestDevice::start(64 << 10);
+    let consumer = server.open();
+    let writer = server.open();
+    let mut mapping = consumer.map().expect("map");
+    // Nothing committed: the wait times out (the QUERY is cancelled, nothing is left armed).
+    assert!(
+        !mapping
+            .wait_ready(Some(Duration::from_millis(20)))
+            .expect("wait_ready")
+    );
+    // A record written from another handle, while this one waits, wakes it.
+    thread::scope(|scope| {
+        let server = &server;
+        scope.spawn(move || {
+            let writer = server.open();
+            thread::sleep(Duration::from_millis(20));
+            writer.write(b"one").expect("write");
+        });
+        assert!(mapping.wait_ready(Some(LIMIT)).expect("wait_ready"));
+    });
+    let mut got = Vec::new();
+    mapping
+        .consume(|record| {
+            got.push(record.to_vec());
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("consume");
+    assert_eq!(got, [b"one".to_vec()]);
+    // A record already there: at once. Then, with it consumed, time out again.
+    writer.write(b"two").expect("write");
+    assert!(mapping.wait_ready(Some(LIMIT)).expect("wait_ready"));
+    assert_eq!(
+        mapping
+            .consume(|_| std::ops::ControlFlow::Continue(()))
+            .expect("consume"),
+        1
+    );
+    assert!(
+        !mapping
+            .wait_ready(Some(Duration::from_millis(20)))
+            .expect("wait_ready")
+    );
+    // Other requests on the handle meanwhile read the stale QUERY replies: no confusion.
+    assert_eq!(stats(&consumer).mapped, 1);
+    for round in 0..50u32 {
+        writer.write(&round.to_le_bytes()).expect("write");
+        assert!(mapping.wait_ready(Some(LIMIT)).expect("wait_ready"));
+        assert_eq!(
+            mapping
+                .consume(|_| std::ops::ControlFlow::Continue(()))
+                .expect("consume"),
+            1,
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn a_revoked_holder_waiting_on_its_event_learns_of_it() {
+    let server = TestDevice::start(64 << 10);
+    let holder = server.open();
+    let mut mapping = holder.map().expect("map");
+    thread::scope(|scope| {
+        let server = &server;
+        scope.spawn(move || {
+            let admin = server.open();
+            thread::sleep(Duration::from_millis(30));
+            admin.revoke().expect("revoke");
+        });
+        // The mapping's end sets its event and cancels its QUERY: the wait ends, with the
+        // cancellation or with the refusal of the next QUERY, not at the timeout.
+        let started = Instant::now();
+        let woke = mapping.wait_ready(Some(LIMIT));
+        assert!(
+            started.elapsed() < LIMIT,
+            "the revoked holder waited out its timeout"
+        );
+        match woke {
+            Ok(_) | Err(Error::Status(Status::Cancelled | Status::AccessDenied)) => {}
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(matches!(
+        mapping.wait_ready(Some(Duration::from_millis(10))),
+        Err(Error::Status(Status::AccessDenied))
+    ));
+}

@@ -199,17 +199,21 @@ fn binary_and_package_names_agree() {
         .collect();
     assert_eq!(
         crate_types,
-        ["cdylib", "rlib"],
-        "a driver is a cdylib (renamed .sys); the rlib is what the usersim server links on Linux"
+        ["cdylib"],
+        "a driver is a cdylib (renamed .sys)"
     );
-    // The kernel has no unwinder: the driver's build flow aborts on panic (the profiles keep
-    // the default, see the root Cargo.toml), with the static C runtime wdk-build demands.
-    let makefile = toml_file("Makefile.toml");
-    for profile in ["DEV", "RELEASE"] {
+    // The usersim server links the very same sources, as a library.
+    let usersim = toml_file("driver/usersim/Cargo.toml");
+    assert_eq!(get(&usersim, "lib.path").as_str(), Some("../src/lib.rs"));
+    assert_eq!(get(&usersim, "lib.name").as_str(), Some("ringmap_driver"));
+    // The kernel has no unwinder: the profiles abort on panic, with the static C runtime
+    // wdk-build demands.
+    let workspace = toml_file("Cargo.toml");
+    for profile in ["dev", "release"] {
         assert_eq!(
-            makefile["env"][format!("CARGO_PROFILE_{profile}_PANIC").as_str()].as_str(),
+            get(&workspace, &format!("profile.{profile}.panic")).as_str(),
             Some("abort"),
-            "Makefile.toml builds the driver with panic=abort ({profile})"
+            "{profile}"
         );
     }
     let config = toml_file(".cargo/config.toml");

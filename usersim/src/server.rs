@@ -1151,7 +1151,13 @@ impl Loop {
                     fds.extend(rights);
                 }
             }
-            if !client.handle.receive_fds(fds.into_iter()) {
+            // More descriptors at once than any request takes (the kernel dropped the rest:
+            // the control data was truncated), or more waiting than requests use: the
+            // connection ends.
+            let truncated = received
+                .as_ref()
+                .is_ok_and(|r| r.flags.contains(rustix::net::ReturnFlags::CTRUNC));
+            if truncated || !client.handle.receive_fds(fds.into_iter()) {
                 ended = true;
                 break;
             }

@@ -117,6 +117,39 @@ impl Raw {
     }
 }
 
+impl Raw {
+    /// Sends `bytes` with `fds` attached (`SCM_RIGHTS`).
+    fn send_with_fds(&mut self, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+        let sent = rustix::net::sendmsg(
+            &self.stream,
+            &[std::io::IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .unwrap();
+        assert_eq!(sent, bytes.len());
+    }
+
+    /// A SET_EVENT message naming `event_handle`, with `fds` attached.
+    fn set_event(&mut self, id: u64, event_handle: u64, fds: &[std::os::fd::BorrowedFd<'_>]) {
+        let input = ringmap_core::abi::SetEventRequest::new(event_handle);
+        let header = RequestHeader {
+            code: Request::SetEvent as u32,
+            input_len: input.as_bytes().len() as u32,
+            id,
+            output_len: 0,
+            reserved: 0,
+        };
+        let mut bytes = header.to_bytes().to_vec();
+        bytes.extend_from_slice(input.as_bytes());
+        self.send_with_fds(&bytes, fds);
+    }
+}
+
 fn empty_request() -> Vec<u8> {
     8u32.to_le_bytes().into_iter().chain([0; 4]).collect()
 }
@@ -281,6 +314,72 @@ fn a_client_cannot_seal_or_resize_the_pages_it_was_given() {
     // And the ring still works.
     raw.request(Request::Stats, 2, &empty_request(), 4096);
     assert_eq!(raw.receive().0.status, 0);
+    let report = server.stop();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn set_event_takes_only_an_eventfd_the_client_sent_and_a_flood_of_descriptors_ends_the_connection()
+{
+    if as_child() {
+        return;
+    }
+    use std::os::fd::AsFd;
+    let server = server("set-event", 1 << 16);
+    let status = |raw: &mut Raw| raw.receive().0.status;
+    let invalid = Status::InvalidParameter.ntstatus();
+    let mut raw = Raw::connect(&server);
+    raw.request(Request::Map, 1, &empty_request(), 4096);
+    assert_eq!(status(&mut raw), 0);
+    // Handle 1 with no descriptor; a handle number of the server's; something else than
+    // an eventfd: refused, nothing set.
+    raw.set_event(2, 1, &[]);
+    assert_eq!(status(&mut raw), invalid);
+    raw.set_event(3, 5, &[]);
+    assert_eq!(status(&mut raw), invalid);
+    let memfd = rustix::fs::memfd_create("not-an-event", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    raw.set_event(4, 1, &[memfd.as_fd()]);
+    assert_eq!(status(&mut raw), invalid);
+    // An eventfd: taken, and set when a QUERY completes.
+    let event = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    raw.set_event(5, 1, &[event.as_fd()]);
+    assert_eq!(status(&mut raw), 0);
+    let mut writer = Raw::connect(&server);
+    writer.request(Request::Write, 1, &write_request(b"wake"), 64);
+    assert_eq!(status(&mut writer), 0);
+    raw.request(
+        Request::Query,
+        6,
+        ringmap_core::abi::QueryRequest::new(0).as_bytes(),
+        64,
+    );
+    assert_eq!(status(&mut raw), 0);
+    let mut count = [0u8; 8];
+    assert_eq!(rustix::io::read(&event, &mut count).unwrap(), 8);
+    assert_eq!(u64::from_ne_bytes(count), 1, "the completing QUERY set it");
+    // Descriptors with no request to take them: past a few, the connection is closed (it
+    // holds its mapping no longer), and the server goes on serving others.
+    let mut flooder = Raw::connect(&server);
+    let fds: Vec<OwnedFd> = (0..8)
+        .map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
+        .collect();
+    let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    flooder.send_with_fds(&[0u8], &borrowed);
+    let mut byte = [0u8; 64];
+    let mut ended = false;
+    for _ in 0..2 {
+        match std::io::Read::read(&mut flooder.stream, &mut byte) {
+            Ok(0) | Err(_) => {
+                ended = true;
+                break;
+            }
+            Ok(_) => {} // the greeting
+        }
+    }
+    assert!(ended, "a client flooding descriptors is disconnected");
+    writer.request(Request::Stats, 2, &empty_request(), 4096);
+    assert_eq!(status(&mut writer), 0);
+    drop((raw, writer, flooder));
     let report = server.stop();
     assert!(report.is_clean(), "{report}");
 }
