@@ -6,6 +6,12 @@
 //! three descriptors of the consumer view with `SCM_RIGHTS`, in the order of the indexes in
 //! the reply (consumer page read-write, producer page read-only, data read-only).
 //!
+//! A SET_EVENT request carries one descriptor, an eventfd, with `SCM_RIGHTS` on its first
+//! byte, and names it with `event_handle` 1 (0: no event); the server puts it in the
+//! client's handle table for the driver, as a Windows client passes its event's handle. A
+//! client may send at most a few descriptors ahead of the requests that take them, and
+//! never more at once than one request takes: either ends the connection.
+//!
 //! Every request gets exactly one reply, with its `id`. A QUERY's reply may come later, after
 //! replies to later requests; a [`CODE_CANCEL`] message names a QUERY by its `id` and makes
 //! its one reply come at once (`STATUS_CANCELLED`, unless the completion won the race). A
