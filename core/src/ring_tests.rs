@@ -456,3 +456,26 @@ fn keep_first_zero_returns_only_the_discarded_records_before_the_first_kept() {
     drop(batch);
     assert_eq!(consumer.position(), 32);
 }
+
+#[test]
+fn a_consume_broken_off_counts_the_record_it_broke_on_as_handed_out() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    for byte in 0..4u8 {
+        ring.write(&[byte; 8]).unwrap(); // 16 bytes each
+    }
+    let handled = consumer.consume_while(usize::MAX, |record| {
+        if record[0] == 1 {
+            core::ops::ControlFlow::Break(())
+        } else {
+            core::ops::ControlFlow::Continue(())
+        }
+    });
+    assert_eq!(handled, 1);
+    assert_eq!(consumer.position(), 16);
+    let (_next, _stale, retired) = ring.remap(consumer);
+    assert_eq!(retired.final_offset, 16);
+    assert_eq!(
+        retired.redelivered, 1,
+        "the record broken on was handed out, not returned: it comes again"
+    );
+}
