@@ -304,6 +304,85 @@ impl<H: Hooks> Ring<H> {
         Ok(offset)
     }
 
+    /// Writes several records with one claim and one publish, for a producer that has more
+    /// than one: one compare-and-swap claims room for all of them, the payloads are copied and
+    /// the headers written (already committed: no LOCKED phase), then one release store of
+    /// the producer offset makes them all visible at once, and one load of the armed word
+    /// wakes a query waiting for any of them. Returns the offset of the first record; the
+    /// others follow it in order.
+    ///
+    /// Fails at once, changing nothing, for no payload, an empty or too long payload, or
+    /// records that together do not fit in the ring (`LargerThanRing` then gives the payload
+    /// bytes of the whole batch); fails with [`ReserveError::Full`], counting every record of
+    /// the batch as dropped, when the consumer has not returned room for all of them. A
+    /// producer that reserves after this claim waits for these copies before it publishes.
+    ///
+    /// Its ordering is modelled in `models/ring_buffer/RingBufferMP.tla` (`Batch`) and
+    /// `core/tests/loom.rs` (`loom_batch_*`).
+    #[inline]
+    pub fn write_batch(&self, payloads: &[&[u8]]) -> Result<u64, ReserveError> {
+        if payloads.is_empty() {
+            return Err(ReserveError::Empty);
+        }
+        let mut size = 0u64;
+        let mut bytes = 0usize;
+        for payload in payloads {
+            size = size.saturating_add(self.checked_size(payload.len())?);
+            bytes = bytes.saturating_add(payload.len());
+        }
+        let capacity = self.capacity();
+        if size > capacity.as_u64() {
+            return Err(ReserveError::LargerThanRing {
+                len: bytes,
+                capacity,
+            });
+        }
+        let start = self.claim(size, payloads.len() as u64)?;
+
+        let view = self.placement.data();
+        let mut offset = start;
+        for payload in payloads {
+            #[cfg(loom)]
+            view.track_payload(offset, payload.len(), true);
+            // SAFETY: the bytes lie in the view (`index + padded size <= 2 * capacity`, see
+            // `SharedView::payload_ptr`) and belong to this claim alone: the compare-and-swap
+            // gave the range to no other producer, and no one reads at or above the producer
+            // offset, which reaches this range only with the publish below. The source is a
+            // caller's slice, which cannot overlap the ring's data (only the ring hands out
+            // references into it, and none into unpublished space).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    payload.as_ptr(),
+                    view.payload_ptr(offset),
+                    payload.len(),
+                );
+            }
+            let header = view.header(offset);
+            // Relaxed: nobody reads a header at or above the producer offset (the consumer,
+            // the walk and `is_committed` stop there); the release store of the producer
+            // offset in `publish` publishes it with the payload.
+            header.len.store(payload.len() as u32, Ordering::Relaxed);
+            header
+                .page_offset
+                .store(page_offset_of(capacity.index(offset)), Ordering::Relaxed);
+            offset += padded_size(payload.len() as u32);
+        }
+        self.publish(start, offset);
+
+        // SeqCst fence: as in `commit`, with the publish's store of the producer offset as
+        // this side's store: `arm_query` stores the armed word, fences, then loads the
+        // producer offset (`is_committed`); one of the two sees the other's store. A query
+        // armed before the publish waits for a head below the producer offset then, so at
+        // most this batch's first record; the range check covers them all anyway.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the SeqCst fence just above, as in `commit`.
+        let armed = self.placement.kernel().armed.0.load(Ordering::Relaxed);
+        if armed.wrapping_sub(start + 1) < offset - start {
+            self.hooks.wake_query(self, armed - 1);
+        }
+        Ok(start)
+    }
+
     /// Reservations refused because the ring was full, since the ring started.
     pub fn dropped(&self) -> u64 {
         // Relaxed: a statistic.
