@@ -1,5 +1,7 @@
 //! A single-thread workload for counting instructions per record with callgrind: one thread
-//! produces `RECORDS` 8-byte records into a 1 MiB ring, then consumes them, `ROUNDS` times.
+//! produces `RECORDS` 8-byte records into a 1 MiB ring, then consumes them, `2 * ROUNDS`
+//! times: one record per reserve (`Ring::write`) in even rounds, `Ring::write_batch` of 16
+//! in odd rounds.
 //! Producing, consuming and returning the space (the walk of the validated consumer offset,
 //! which a QUERY or a producer that finds the ring full does) are separate non-inlined
 //! functions, so callgrind's inclusive cost of each, over `ROUNDS * RECORDS`, is the cost of
@@ -27,6 +29,19 @@ const ROUNDS: u64 = 8;
 fn produce_records(ring: &Ring, first: u64) {
     for seq in first..first + RECORDS {
         ring.write(&seq.to_le_bytes())
+            .expect("the ring holds one round of records");
+    }
+}
+
+/// Writes `RECORDS` records with `Ring::write_batch`, `BATCH` per claim.
+#[inline(never)]
+fn produce_batched(ring: &Ring, first: u64) {
+    const BATCH: u64 = 16;
+    for batch in (first..first + RECORDS).step_by(BATCH as usize) {
+        let values: [[u8; 8]; BATCH as usize] =
+            core::array::from_fn(|i| (batch + i as u64).to_le_bytes());
+        let payloads: [&[u8]; BATCH as usize] = core::array::from_fn(|i| &values[i][..]);
+        ring.write_batch(&payloads)
             .expect("the ring holds one round of records");
     }
 }
@@ -59,9 +74,14 @@ fn main() {
         .attached_generation()
         .expect("a heap ring starts attached");
     let mut total = 0u64;
-    for round in 0..ROUNDS {
+    for round in 0..2 * ROUNDS {
         let first = round * RECORDS;
-        produce_records(black_box(&ring), first);
+        // Even rounds write one record per reserve, odd rounds in batches.
+        if round % 2 == 0 {
+            produce_records(black_box(&ring), first);
+        } else {
+            produce_batched(black_box(&ring), first);
+        }
         let (count, sum) = consume_records(black_box(&mut consumer));
         assert_eq!(count, RECORDS, "every record produced is consumed");
         assert_eq!(sum, (first..first + RECORDS).sum::<u64>());
@@ -69,5 +89,9 @@ fn main() {
         assert_eq!(validated, consumer.position(), "all the space is returned");
         total += count;
     }
-    println!("records produced and consumed: {total}");
+    // What scripts/instructions.sh divides by: records per producing function, then in all.
+    println!(
+        "records per producer function, consumed in all: {} {total}",
+        ROUNDS * RECORDS
+    );
 }
