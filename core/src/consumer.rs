@@ -10,7 +10,7 @@
 
 use core::ops::ControlFlow;
 
-use crate::placement::SharedView;
+use crate::placement::{DataView, SharedView};
 use crate::record::{HeaderState, decode, padded_size};
 use crate::sync::Ordering;
 
@@ -91,50 +91,33 @@ impl Consumer {
 
     /// Like [`batch`](Self::batch), with at most `max_records` submitted records.
     pub fn batch_up_to(&mut self, max_records: usize) -> Batch<'_> {
-        let capacity = self.view.capacity().as_u64();
-        let start = self.position;
-        let mut position = start;
+        let mut walk = self.walk();
+        let start = walk.position;
         let mut records = 0usize;
-        let mut refreshed = false;
         while records < max_records {
-            if position == self.cached_producer {
-                if refreshed {
-                    break;
-                }
-                refreshed = true;
-                // Acquire: pairs with the producers' release of the producer offset; every
-                // header below the loaded value is written.
-                let producer = self.view.producer_offset().load(Ordering::Acquire);
-                if producer.wrapping_sub(position) > capacity {
-                    // Behind us or more than a ring ahead: not a state producers make.
-                    break;
-                }
-                self.cached_producer = producer;
-                if position == producer {
-                    break;
-                }
+            match walk.next() {
+                Some(found) => records += usize::from(found.submitted),
+                None => break,
             }
-            // Acquire: pairs with the commit's release store; the payload is then visible.
-            let word = self.view.header(position).len.load(Ordering::Acquire);
-            let (state, len) = decode(word);
-            if state == HeaderState::Locked {
-                break;
-            }
-            let size = padded_size(len);
-            if size > self.cached_producer - position {
-                // A record cannot end past the published offsets; stop rather than trust it.
-                break;
-            }
-            if state == HeaderState::Submitted {
-                records += 1;
-            }
-            position += size;
         }
+        self.cached_producer = walk.cached_producer;
         Batch {
             consumer: self,
             start,
-            end: position,
+            end: walk.position,
             records,
+        }
+    }
+
+    /// A walk from the consumer's position, with the view's fields and the cached producer
+    /// offset in locals (registers), which the consumer takes back when the walk ends.
+    #[inline]
+    fn walk(&self) -> Walk {
+        Walk {
+            view: *self.view,
+            position: self.position,
+            cached_producer: self.cached_producer,
+            refreshed: false,
         }
     }
 
@@ -165,17 +148,117 @@ impl Consumer {
         max_records: usize,
         mut each: impl FnMut(Record<'_>) -> ControlFlow<()>,
     ) -> usize {
-        let mut batch = self.batch_up_to(max_records);
-        let mut handled = 0;
-        for record in batch.iter() {
-            if each(record).is_break() {
+        // One pass: each header is loaded once, and each submitted record handed out as it
+        // is found (`batch_up_to` then `Batch::iter` would load every header twice).
+        let mut walk = self.walk();
+        let start = walk.position;
+        let read_offset = self.view.read_offset();
+        let mut handled = 0usize;
+        while handled < max_records {
+            let Some(found) = walk.next() else {
+                break;
+            };
+            if !found.submitted {
+                continue;
+            }
+            // Relaxed: informative only, as in `Batch::iter` (how far records were handed
+            // out); stored before each record is handed out.
+            read_offset.store(walk.position, Ordering::Relaxed);
+            if each(record_at(&walk.view, found.offset, found.len)).is_break() {
+                // Handed out again by the next batch: the space returned ends where it starts.
+                walk.position = found.offset;
                 break;
             }
             handled += 1;
         }
-        batch.keep_first(handled);
+        self.cached_producer = walk.cached_producer;
+        // Dropping the batch returns the space of what was handled (and of the discarded
+        // records before the next submitted one).
+        drop(Batch {
+            consumer: self,
+            start,
+            end: walk.position,
+            records: handled,
+        });
         handled
     }
+}
+
+/// One pass over the committed records from a position, stopping at the first LOCKED one or
+/// at the producer offset (loaded again at most once, when the cached one is reached).
+struct Walk {
+    view: DataView,
+    position: u64,
+    cached_producer: u64,
+    refreshed: bool,
+}
+
+/// A committed record a walk passed.
+struct Found {
+    offset: u64,
+    len: u32,
+    /// Submitted; otherwise discarded.
+    submitted: bool,
+}
+
+impl Walk {
+    /// Passes the record at the walk's position, if it is committed and lies inside the
+    /// published offsets.
+    #[inline(always)]
+    fn next(&mut self) -> Option<Found> {
+        let position = self.position;
+        if position == self.cached_producer {
+            if self.refreshed {
+                return None;
+            }
+            self.refreshed = true;
+            // Acquire: pairs with the producers' release of the producer offset; every
+            // header below the loaded value is written.
+            let producer = self.view.producer_offset().load(Ordering::Acquire);
+            if producer.wrapping_sub(position) > self.view.capacity().as_u64() {
+                // Behind us or more than a ring ahead: not a state producers make.
+                return None;
+            }
+            self.cached_producer = producer;
+            if position == producer {
+                return None;
+            }
+        }
+        // Acquire: pairs with the commit's release store; the payload is then visible.
+        let word = self.view.header(position).len.load(Ordering::Acquire);
+        let (state, len) = decode(word);
+        if state == HeaderState::Locked {
+            return None;
+        }
+        let size = padded_size(len);
+        if size > self.cached_producer - position {
+            // A record cannot end past the published offsets; stop rather than trust it.
+            return None;
+        }
+        self.position = position + size;
+        Some(Found {
+            offset: position,
+            len,
+            submitted: state == HeaderState::Submitted,
+        })
+    }
+}
+
+/// The submitted record at `offset`, of `len` payload bytes, that a walk found committed and
+/// inside the published offsets, lent out for as long as the view is borrowed.
+#[inline(always)]
+fn record_at(view: &DataView, offset: u64, len: u32) -> Record<'_> {
+    #[cfg(loom)]
+    view.track_payload(offset, len as usize, false);
+    let ptr = view.payload_ptr(offset);
+    // SAFETY: a walk found this record committed (its header acquired) and inside the
+    // published offsets, so its bytes lie in the view (`index + padded size <= 2 * capacity`).
+    // Producers do not write them until the validated consumer offset passes them, which
+    // needs the consumer offset to pass them, which happens only when the batch that found
+    // them is dropped, after this borrow ends (`Consumer::new`'s contract rules out other
+    // writers of the consumer page).
+    let payload = unsafe { core::slice::from_raw_parts(ptr, len as usize) };
+    Record { offset, payload }
 }
 
 impl core::fmt::Debug for Consumer {
@@ -323,18 +406,7 @@ impl<'b> Iterator for Records<'b> {
             let offset = self.position;
             self.position += padded_size(len);
             if state == HeaderState::Submitted {
-                #[cfg(loom)]
-                self.view.track_payload(offset, len as usize, false);
-                let ptr = self.view.payload_ptr(offset);
-                // SAFETY: the batch checked this record: committed (its header acquired), and
-                // inside the published offsets, so its bytes lie in the view
-                // (`index + padded size <= 2 * capacity`). Producers do not write them until
-                // the validated consumer offset passes them, which needs the consumer offset
-                // to pass them, which happens only when the batch, which this borrow
-                // outlives not, is dropped (`Consumer::new`'s contract rules out other
-                // writers of the consumer page).
-                let payload = unsafe { core::slice::from_raw_parts(ptr, len as usize) };
-                return Some(Record { offset, payload });
+                return Some(record_at(self.view, offset, len));
             }
         }
         None

@@ -91,6 +91,17 @@ impl fmt::Display for ReserveError {
 
 impl core::error::Error for ReserveError {}
 
+/// What a producer that found the ring full learns when it looks again.
+enum Room {
+    /// The validated consumer offset moved: this much is returned now.
+    Free(u64),
+    /// Another producer claimed meanwhile: the reserve offset and the validated consumer
+    /// offset are here now.
+    Moved { start: u64, consumer: u64 },
+    /// Full still; the drops are counted.
+    Full,
+}
+
 /// The producer side of a ring: shared by every producer (`&Ring` is all a producer needs).
 pub struct Ring<H: Hooks = ()> {
     placement: RingPlacement,
@@ -154,8 +165,33 @@ impl<H: Hooks> Ring<H> {
     /// than the ring; fails with [`ReserveError::Full`] (and counts a drop) when the consumer
     /// has not returned enough space. Never waits for the consumer; waits only, briefly, for
     /// producers that reserved earlier to publish.
+    #[inline]
     pub fn reserve(&self, len: usize) -> Result<Reservation<'_, H>, ReserveError> {
-        let capacity = self.capacity();
+        let size = self.checked_size(len)?;
+        let start = self.claim(size, 1)?;
+
+        let view = self.placement.data();
+        let header = view.header(start);
+        // Relaxed: no one reads this header before the producer offset passes it, and the
+        // release store of the producer offset below publishes it.
+        header.len.store(LOCKED | len as u32, Ordering::Relaxed);
+        header.page_offset.store(
+            page_offset_of(self.capacity().index(start)),
+            Ordering::Relaxed,
+        );
+        self.publish(start, start + size);
+
+        Ok(Reservation {
+            ring: self,
+            start,
+            len: len as u32,
+            committed: false,
+        })
+    }
+
+    /// The padded size of a record of `len` payload bytes, or why there cannot be one.
+    #[inline]
+    fn checked_size(&self, len: usize) -> Result<u64, ReserveError> {
         if len == 0 {
             return Err(ReserveError::Empty);
         }
@@ -163,9 +199,19 @@ impl<H: Hooks> Ring<H> {
             return Err(ReserveError::TooLong { len });
         }
         let size = padded_size(len as u32);
+        let capacity = self.capacity();
         if size > capacity.as_u64() {
             return Err(ReserveError::LargerThanRing { len, capacity });
         }
+        Ok(size)
+    }
+
+    /// Claims `size` bytes (at most the capacity) at the reserve offset, for `records`
+    /// records, and returns where they start; [`ReserveError::Full`], counting `records`
+    /// drops, if the consumer has not returned enough space.
+    #[inline]
+    fn claim(&self, size: u64, records: u64) -> Result<u64, ReserveError> {
+        let capacity = self.capacity().as_u64();
         let kernel = self.placement.kernel();
         let reserve = &kernel.reserve_offset.0;
         // Relaxed: the reserve offset only hands out ranges; it guards no data. The bytes of
@@ -176,20 +222,20 @@ impl<H: Hooks> Ring<H> {
         // consumer's reads of the space we are about to reuse happen before our writes.
         let mut consumer = kernel.validated_consumer_offset.0.load(Ordering::Acquire);
         loop {
-            if start + size > consumer + capacity.as_u64() {
-                // Looks full: return what the consumer has read, then look again.
-                consumer = self.advance_consumer_offset_from_page();
-                if start + size > consumer + capacity.as_u64() {
-                    // Relaxed: see the first load of `reserve`.
-                    let now = reserve.load(Ordering::Relaxed);
-                    if now != start {
+            if start + size > consumer + capacity {
+                // Looks full: out of line, so that the common path keeps its registers.
+                match self.look_again_when_full(start, size, records) {
+                    Room::Free(validated) => consumer = validated,
+                    Room::Moved {
+                        start: now,
+                        consumer: validated,
+                    } => {
                         start = now;
-                        continue;
+                        consumer = validated;
                     }
-                    // Relaxed: a statistic; nothing is ordered by it.
-                    kernel.dropped.0.fetch_add(1, Ordering::Relaxed);
-                    return Err(ReserveError::Full);
+                    Room::Full => return Err(ReserveError::Full),
                 }
+                continue;
             }
             // Relaxed on both paths, as for the loads of `reserve`: the range is ours by the
             // atomicity of the exchange alone.
@@ -199,21 +245,42 @@ impl<H: Hooks> Ring<H> {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => break,
+                Ok(_) => return Ok(start),
                 Err(now) => start = now,
             }
         }
+    }
 
-        let view = self.placement.data();
-        let header = view.header(start);
-        // Relaxed: no one reads this header before the producer offset passes it, and the
-        // release store of the producer offset below publishes it.
-        header.len.store(LOCKED | len as u32, Ordering::Relaxed);
-        header
-            .page_offset
-            .store(page_offset_of(capacity.index(start)), Ordering::Relaxed);
+    /// The ring looked full for `size` bytes at `start`: returns what the consumer has read
+    /// (a walk of the validated offset toward its page), then looks again. Counts `records`
+    /// drops when it is full still.
+    #[cold]
+    #[inline(never)]
+    fn look_again_when_full(&self, start: u64, size: u64, records: u64) -> Room {
+        let consumer = self.advance_consumer_offset_from_page();
+        if start + size <= consumer + self.capacity().as_u64() {
+            return Room::Free(consumer);
+        }
+        let kernel = self.placement.kernel();
+        // Relaxed: see the first load of `reserve` in `claim`.
+        let now = kernel.reserve_offset.0.load(Ordering::Relaxed);
+        if now != start {
+            return Room::Moved {
+                start: now,
+                consumer,
+            };
+        }
+        // Relaxed: a statistic; nothing is ordered by it.
+        kernel.dropped.0.fetch_add(records, Ordering::Relaxed);
+        Room::Full
+    }
 
-        let producer_offset = view.producer_offset();
+    /// Publishes the claimed range `start..end`, whose headers are written: waits until every
+    /// earlier claim is published (`producer_offset == start`), then moves the producer offset
+    /// to `end`.
+    #[inline]
+    fn publish(&self, start: u64, end: u64) {
+        let producer_offset = self.placement.data().producer_offset();
         let mut spins = 0u32;
         // Acquire: the producer before us released its header with the value we wait for.
         // Our release below is a plain store, which does not continue that producer's release
@@ -222,25 +289,98 @@ impl<H: Hooks> Ring<H> {
             self.hooks.relax(spins);
             spins = spins.wrapping_add(1);
         }
-        // Release: a consumer that acquires `start + size` sees our LOCKED header and, through
-        // the acquire above, every earlier one.
-        producer_offset.store(start + size, Ordering::Release);
-
-        Ok(Reservation {
-            ring: self,
-            start,
-            len: len as u32,
-            committed: false,
-        })
+        // Release: a consumer that acquires `end` sees our headers (and, for a batch, our
+        // payloads) and, through the acquire above, every earlier one.
+        producer_offset.store(end, Ordering::Release);
     }
 
     /// Reserves, copies `payload` in, and submits. Returns the record's offset.
+    #[inline]
     pub fn write(&self, payload: &[u8]) -> Result<u64, ReserveError> {
         let mut reservation = self.reserve(payload.len())?;
         reservation.payload().copy_from_slice(payload);
         let offset = reservation.offset();
         reservation.submit();
         Ok(offset)
+    }
+
+    /// Writes several records with one claim and one publish, for a producer that has more
+    /// than one: one compare-and-swap claims room for all of them, the payloads are copied and
+    /// the headers written (already committed: no LOCKED phase), then one release store of
+    /// the producer offset makes them all visible at once, and one load of the armed word
+    /// wakes a query waiting for any of them. Returns the offset of the first record; the
+    /// others follow it in order.
+    ///
+    /// Fails at once, changing nothing, for no payload, an empty or too long payload, or
+    /// records that together do not fit in the ring (`LargerThanRing` then gives the payload
+    /// bytes of the whole batch); fails with [`ReserveError::Full`], counting every record of
+    /// the batch as dropped, when the consumer has not returned room for all of them. A
+    /// producer that reserves after this claim waits for these copies before it publishes.
+    ///
+    /// Its ordering is modelled in `models/ring_buffer/RingBufferMP.tla` (`Batch`) and
+    /// `core/tests/loom.rs` (`loom_batch_*`).
+    #[inline]
+    pub fn write_batch(&self, payloads: &[&[u8]]) -> Result<u64, ReserveError> {
+        if payloads.is_empty() {
+            return Err(ReserveError::Empty);
+        }
+        let mut size = 0u64;
+        let mut bytes = 0usize;
+        for payload in payloads {
+            size = size.saturating_add(self.checked_size(payload.len())?);
+            bytes = bytes.saturating_add(payload.len());
+        }
+        let capacity = self.capacity();
+        if size > capacity.as_u64() {
+            return Err(ReserveError::LargerThanRing {
+                len: bytes,
+                capacity,
+            });
+        }
+        let start = self.claim(size, payloads.len() as u64)?;
+
+        let view = self.placement.data();
+        let mut offset = start;
+        for payload in payloads {
+            #[cfg(loom)]
+            view.track_payload(offset, payload.len(), true);
+            // SAFETY: the bytes lie in the view (`index + padded size <= 2 * capacity`, see
+            // `SharedView::payload_ptr`) and belong to this claim alone: the compare-and-swap
+            // gave the range to no other producer, and no one reads at or above the producer
+            // offset, which reaches this range only with the publish below. The source is a
+            // caller's slice, which cannot overlap the ring's data (only the ring hands out
+            // references into it, and none into unpublished space).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    payload.as_ptr(),
+                    view.payload_ptr(offset),
+                    payload.len(),
+                );
+            }
+            let header = view.header(offset);
+            // Relaxed: nobody reads a header at or above the producer offset (the consumer,
+            // the walk and `is_committed` stop there); the release store of the producer
+            // offset in `publish` publishes it with the payload.
+            header.len.store(payload.len() as u32, Ordering::Relaxed);
+            header
+                .page_offset
+                .store(page_offset_of(capacity.index(offset)), Ordering::Relaxed);
+            offset += padded_size(payload.len() as u32);
+        }
+        self.publish(start, offset);
+
+        // SeqCst fence: as in `commit`, with the publish's store of the producer offset as
+        // this side's store: `arm_query` stores the armed word, fences, then loads the
+        // producer offset (`is_committed`); one of the two sees the other's store. A query
+        // armed before the publish waits for a head below the producer offset then, so at
+        // most this batch's first record; the range check covers them all anyway.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the SeqCst fence just above, as in `commit`.
+        let armed = self.placement.kernel().armed.0.load(Ordering::Relaxed);
+        if armed.wrapping_sub(start + 1) < offset - start {
+            self.hooks.wake_query(self, armed - 1);
+        }
+        Ok(start)
     }
 
     /// Reservations refused because the ring was full, since the ring started.
@@ -282,6 +422,7 @@ impl<H: Hooks> Ring<H> {
 
     /// Commits the record at `start`: one release store of its header, then the check for a
     /// query waiting on it.
+    #[inline]
     fn commit(&self, start: u64, len: u32, flags: u32) {
         let header: &RecordHeader = self.placement.data().header(start);
         // Release: a consumer or a validation walk that acquires this word sees the payload.
@@ -334,6 +475,7 @@ impl<H: Hooks> Reservation<'_, H> {
     }
 
     /// The payload bytes, to write.
+    #[inline]
     pub fn payload(&mut self) -> &mut [u8] {
         let view = self.ring.placement().data();
         #[cfg(loom)]
@@ -348,12 +490,14 @@ impl<H: Hooks> Reservation<'_, H> {
     }
 
     /// Submits the record: the consumer will hand it out.
+    #[inline]
     pub fn submit(mut self) {
         self.committed = true;
         self.ring.commit(self.start, self.len, 0);
     }
 
     /// Discards the record: the consumer will skip it and return its space.
+    #[inline]
     pub fn discard(mut self) {
         self.committed = true;
         self.ring.commit(self.start, self.len, DISCARDED);
@@ -361,6 +505,7 @@ impl<H: Hooks> Reservation<'_, H> {
 }
 
 impl<H: Hooks> Drop for Reservation<'_, H> {
+    #[inline]
     fn drop(&mut self) {
         if !self.committed {
             self.ring.commit(self.start, self.len, DISCARDED);

@@ -370,6 +370,29 @@ fn many_producers_keep_their_order_and_lose_nothing() {
                         let mut payload = [0xEEu8; 23];
                         payload[..8].copy_from_slice(&p.to_le_bytes());
                         payload[8..16].copy_from_slice(&seq.to_le_bytes());
+                        if p == 0 {
+                            // Producer 0 writes batches of up to 3 records (`write_batch`).
+                            let n = (PER_PRODUCER - seq).min(3);
+                            let mut payloads = [payload; 3];
+                            for (i, payload) in payloads.iter_mut().enumerate() {
+                                payload[8..16].copy_from_slice(&(seq + i as u64).to_le_bytes());
+                            }
+                            let len = |i: u64| 16 + ((seq + i) % 8) as usize;
+                            let batch = [
+                                &payloads[0][..len(0)],
+                                &payloads[1][..len(1)],
+                                &payloads[2][..len(2)],
+                            ];
+                            match ring.write_batch(&batch[..n as usize]) {
+                                Ok(_) => seq += n,
+                                Err(ReserveError::Full) => {
+                                    failed += n;
+                                    std::thread::yield_now();
+                                }
+                                Err(e) => panic!("{e}"),
+                            }
+                            continue;
+                        }
                         match ring.write(&payload[..16 + (seq % 8) as usize]) {
                             Ok(_) => seq += 1,
                             Err(ReserveError::Full) => {
@@ -409,7 +432,7 @@ fn many_producers_keep_their_order_and_lose_nothing() {
     assert_eq!(
         ring.dropped(),
         failed_reserves,
-        "dropped counts exactly the failed reserves"
+        "dropped counts exactly the failed reserves (a batch's records each)"
     );
 }
 
@@ -455,4 +478,143 @@ fn keep_first_zero_returns_only_the_discarded_records_before_the_first_kept() {
     batch.keep_first(1);
     drop(batch);
     assert_eq!(consumer.position(), 32);
+}
+
+#[test]
+fn write_batch_refuses_what_cannot_be_written_and_changes_nothing() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    assert_eq!(ring.write_batch(&[]).unwrap_err(), ReserveError::Empty);
+    assert_eq!(
+        ring.write_batch(&[b"ok", b""]).unwrap_err(),
+        ReserveError::Empty
+    );
+    let big = std::vec![0u8; 4089];
+    assert_eq!(
+        ring.write_batch(&[b"ok", &big]).unwrap_err(),
+        ReserveError::LargerThanRing {
+            len: 4089,
+            capacity: page()
+        }
+    );
+    let half = std::vec![0u8; 2048];
+    assert_eq!(
+        ring.write_batch(&[&half, &half]).unwrap_err(),
+        ReserveError::LargerThanRing {
+            len: 4096,
+            capacity: page()
+        },
+        "the whole batch must fit in the ring"
+    );
+    assert_eq!(ring.reserve_offset(), 0);
+    assert_eq!(ring.producer_offset(), 0);
+    assert_eq!(ring.dropped(), 0);
+}
+
+#[test]
+fn a_batch_comes_out_whole_in_order_with_its_headers() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    ring.write(b"before").unwrap(); // 0..16
+    assert_eq!(
+        ring.write_batch(&[b"abc", b"12345678", b"thirteen byte"])
+            .unwrap(),
+        16
+    );
+    assert_eq!(ring.producer_offset(), 16 + 16 + 16 + 24);
+    assert_eq!(ring.reserve_offset(), ring.producer_offset());
+    let data = ring.placement().data();
+    let words: Vec<u32> = [16, 32, 48]
+        .iter()
+        .map(|&at| data.header(at).len.load(Ordering::Relaxed))
+        .collect();
+    assert_eq!(
+        words,
+        [3, 8, 13],
+        "committed headers, no LOCKED or DISCARDED bit"
+    );
+    let records: Vec<(u64, Vec<u8>)> = consumer
+        .batch()
+        .iter()
+        .map(|r| (r.offset(), r.to_vec()))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (0, b"before".to_vec()),
+            (16, b"abc".to_vec()),
+            (32, b"12345678".to_vec()),
+            (48, b"thirteen byte".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn a_batch_that_wraps_is_contiguous_and_gets_its_page_offsets() {
+    let capacity = Capacity::new(8192).unwrap();
+    let (ring, mut consumer) = HeapRing::new(capacity, ());
+    ring.write(&[0; 8192 - 8 - 16]).unwrap(); // 0..8176
+    assert_eq!(consumer.consume(|_| ()), 1);
+    let tail = [7u8; 40];
+    // The first record's payload (8184..8200) crosses the end of the data.
+    assert_eq!(ring.write_batch(&[&[1; 16], &tail]).unwrap(), 8176);
+    let data = ring.placement().data();
+    assert_eq!(data.header(8176).page_offset.load(Ordering::Relaxed), 1);
+    assert_eq!(data.header(8200).page_offset.load(Ordering::Relaxed), 0);
+    let records: Vec<Vec<u8>> = drain(&mut consumer);
+    assert_eq!(records, [std::vec![1; 16], tail.to_vec()]);
+}
+
+#[test]
+fn a_full_ring_refuses_the_whole_batch_and_counts_each_record() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    ring.write(&[0; 4096 - 8 - 32]).unwrap(); // leaves 32 bytes: two 8-byte records
+    assert_eq!(
+        ring.write_batch(&[&[1; 8], &[2; 8], &[3; 8]]).unwrap_err(),
+        ReserveError::Full
+    );
+    assert_eq!(ring.dropped(), 3);
+    assert_eq!(ring.reserve_offset(), 4096 - 32, "nothing claimed");
+    assert_eq!(ring.write_batch(&[&[1; 8], &[2; 8]]).unwrap(), 4096 - 32);
+    assert_eq!(ring.producer_offset(), 4096);
+}
+
+#[test]
+fn a_query_armed_for_any_record_of_a_batch_is_woken_once() {
+    let (ring, mut consumer) = HeapRing::new(page(), RecordingHooks::default());
+    assert!(!ring.arm_query(0));
+    ring.write_batch(&[b"one", b"two"]).unwrap();
+    assert_eq!(*ring.hooks().woken.lock().unwrap(), [0]);
+    assert!(ring.disarm_query_for(0));
+    // A head inside a batch (armed by hand; a QUERY arms the validated offset only).
+    assert_eq!(consumer.consume(|_| ()), 2);
+    assert!(!ring.arm_query(48));
+    ring.write_batch(&[b"three", b"four", b"five"]).unwrap(); // 32..80
+    assert_eq!(*ring.hooks().woken.lock().unwrap(), [0, 48]);
+    assert!(ring.disarm_query_for(48));
+    // Armed for a record past the batch: not woken.
+    assert!(!ring.arm_query(96));
+    ring.write_batch(&[b"six"]).unwrap(); // 80..96
+    assert_eq!(ring.hooks().woken.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_consume_broken_off_counts_the_record_it_broke_on_as_handed_out() {
+    let (ring, mut consumer) = HeapRing::new(page(), ());
+    for byte in 0..4u8 {
+        ring.write(&[byte; 8]).unwrap(); // 16 bytes each
+    }
+    let handled = consumer.consume_while(usize::MAX, |record| {
+        if record[0] == 1 {
+            core::ops::ControlFlow::Break(())
+        } else {
+            core::ops::ControlFlow::Continue(())
+        }
+    });
+    assert_eq!(handled, 1);
+    assert_eq!(consumer.position(), 16);
+    let (_next, _stale, retired) = ring.remap(consumer);
+    assert_eq!(retired.final_offset, 16);
+    assert_eq!(
+        retired.redelivered, 1,
+        "the record broken on was handed out, not returned: it comes again"
+    );
 }

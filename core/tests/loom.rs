@@ -168,6 +168,84 @@ fn loom_two_producers_publish_in_reservation_order() {
     });
 }
 
+/// A batched write (`Ring::write_batch`: one claim, payloads and committed headers written,
+/// one publish) beside a producer of single records: the consumer, looking while they run,
+/// sees every record whole, the batch's two records together and in order, and nothing of
+/// the batch before its publish (loom tracks the payload copies).
+#[test]
+fn loom_batch_is_published_whole_beside_a_single_producer() {
+    model_reading("batch and single", 1, |runs| {
+        let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
+        let ring = Arc::new(ring);
+        let done = Arc::new(AtomicBool::new(false));
+        let batcher = {
+            let ring = ring.clone();
+            let done = done.clone();
+            thread::spawn(move || {
+                let offset = ring.write_batch(&[&[1; 8], &[2; 8]]).unwrap();
+                // Release: see `Runs::read_while`.
+                done.store(true, Ordering::Release);
+                offset
+            })
+        };
+        let single = {
+            let ring = ring.clone();
+            let done = done.clone();
+            thread::spawn(move || {
+                let offset = ring.write(&[3; 8]).unwrap();
+                // Release: see `Runs::read_while`.
+                done.store(true, Ordering::Release);
+                offset
+            })
+        };
+        let mut seen = Vec::new();
+        look_until_a_record(
+            &mut consumer,
+            || false,
+            |record| {
+                assert!(record.len() == 8 && record.iter().all(|&b| b == record[0]));
+                seen.push(record[0]);
+            },
+        );
+        runs.read_while(&done);
+        let batch_at = batcher.join().unwrap();
+        let single_at = single.join().unwrap();
+        seen.extend(consumer.batch().iter().map(|r| r[0]));
+        let expected = if batch_at < single_at {
+            [1, 2, 3]
+        } else {
+            [3, 1, 2]
+        };
+        assert_eq!(
+            seen, expected,
+            "in claim order, the batch's records together"
+        );
+        assert_eq!(ring.producer_offset(), 48);
+    });
+}
+
+/// A query armed for the head a batched write is about to commit: the batch's one check of
+/// the armed word after its publish, or the query's re-check, completes it, exactly once.
+#[test]
+fn loom_batch_commit_and_arm_never_lose_a_wakeup() {
+    model("batch and arm", || {
+        let (ring, _consumer) = HeapRing::new(ring_of(64), Waking::default());
+        let ring = Arc::new(ring);
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.write_batch(&[&[5; 8], &[6; 8]]).unwrap())
+        };
+        pend_query(&ring, 0);
+        producer.join().unwrap();
+        let slot = ring.hooks().slot.lock().unwrap();
+        assert_eq!(
+            slot.completed, 1,
+            "the committed head completed the query exactly once"
+        );
+        assert!(!slot.pending);
+    });
+}
+
 #[test]
 fn loom_three_producers_reserve_disjoint_ranges() {
     // Three threads that wait for each other: a preemption bound of 1 keeps the model to

@@ -17,6 +17,12 @@
 (*   Wake      the host's wake-up, under the query lock: disarm if still    *)
 (*             armed for my record, take the request from the cancel        *)
 (*             machinery (WdfRequestUnmarkCancelable) and complete it.      *)
+(*   Batch     (Ring::write_batch; `Batch` records at once, 0: none) one    *)
+(*             CAS claims them all (ReserveBatch); the payloads are copied  *)
+(*             and every header is written committed (WriteBatch), then one *)
+(*             publish (PublishBatch: wait for producer offset = my start,  *)
+(*             store my end) commits them all; then one load of `armed`:    *)
+(*             if it names any of my records, Wake it (CheckArmedBatch).    *)
 (*   Walk      a producer that finds the ring full advances the validated   *)
 (*             consumer offset over committed headers toward                *)
 (*             min(consumer page, producer offset).                         *)
@@ -47,6 +53,7 @@ CONSTANTS
     Producers,   \* set of producer ids (model values)
     Capacity,    \* slots in the ring
     MaxOffset,   \* bound on the number of records ever reserved
+    Batch,       \* records per batched write (Ring::write_batch); 0: no batches
     Bug          \* which deliberate mistake the model makes, or "none"
 
 Bugs == {
@@ -68,11 +75,14 @@ Bugs == {
     \* disarm_query_for(its record) (device.rs `wake_query` without the check)
     "wake_without_disarm",
     \* the waker disarms and completes without taking the query lock
-    "wake_without_lock"
+    "wake_without_lock",
+    \* a batched write checks `armed` against its last record only
+    "batch_wake_checks_last"
 }
 
 ASSUME Capacity \in Nat \ {0}
 ASSUME MaxOffset \in Nat \ {0}
+ASSUME Batch \in 0 .. Capacity
 ASSUME Bug \in Bugs
 ASSUME Producers # {}
 
@@ -87,7 +97,10 @@ HeaderValues == {"Zero", "Locked", "Submitted", "Discarded"}
 \*   idle -> reserved -> locked -> published -> committed -> (waking ->) idle
 \* With Bug = "lost_wakeup_check_before_commit":
 \*   ... published -> loaded -> (waking ->) idle
-PcValues == {"idle", "reserved", "locked", "published", "loaded", "committed", "waking"}
+\* A batched write (Batch > 0):
+\*   idle -> batchReserved -> batchWritten -> batchPublished -> (waking ->) idle
+PcValues == {"idle", "reserved", "locked", "published", "loaded", "committed", "waking",
+             "batchReserved", "batchWritten", "batchPublished"}
 
 \* State of the latest QUERY request: none yet; the handler runs, holding
 \* the query lock ("armed", or "checked" with Bug =
@@ -120,9 +133,22 @@ queryVars == <<armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
                wokeOnLocked>>
 
 Min(a, b) == IF a < b THEN a ELSE b
+Max(a, b) == IF a > b THEN a ELSE b
 
 \* A producer owns its slot from Reserve until its commit.
 Holding(p) == pc[p] \in {"reserved", "locked", "published", "loaded"}
+
+\* A batched writer owns its `Batch` slots from ReserveBatch until its publish.
+BatchHolding(p) == pc[p] \in {"batchReserved", "batchWritten"}
+
+\* The records of p's batch.
+BatchRecords(p) == mine[p] .. (mine[p] + Batch - 1)
+
+\* The slots p owns now.
+OwnedSlots(p) ==
+    IF BatchHolding(p) THEN {Slot(o) : o \in BatchRecords(p)}
+    ELSE IF Holding(p) THEN {Slot(mine[p])}
+    ELSE {}
 
 \* What the code can see of record o: published, and its slot's header not
 \* LOCKED (Ring::is_committed).
@@ -196,7 +222,7 @@ Reserve(p) ==
 Walk(p) ==
     /\ pc[p] = "idle"
     /\ reserveOffset < MaxOffset
-    /\ reserveOffset + 1 > validated + Capacity
+    /\ reserveOffset + Max(1, Batch) > validated + Capacity
     /\ WalkEnd(userConsumer) > validated
     /\ validated' = WalkEnd(userConsumer)
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, pc, mine, saw>>
@@ -258,6 +284,55 @@ CheckArmed(p) ==
     /\ pc[p] = "committed"
     /\ pc'   = [pc EXCEPT ![p] = IF ArmedForMe(p) THEN "waking" ELSE "idle"]
     /\ mine' = [mine EXCEPT ![p] = IF ArmedForMe(p) THEN @ ELSE 0]
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, saw>>
+    /\ UNCHANGED queryVars
+
+\* ---- batched writes (Ring::write_batch) ----
+
+\* One compare-and-swap claims `Batch` records, against the validated offset.
+ReserveBatch(p) ==
+    /\ Batch > 0
+    /\ pc[p] = "idle"
+    /\ reserveOffset + Batch <= MaxOffset
+    /\ reserveOffset + Batch <= SpaceBase + Capacity
+    /\ reserveOffset' = reserveOffset + Batch
+    /\ mine' = [mine EXCEPT ![p] = reserveOffset]
+    /\ pc'   = [pc EXCEPT ![p] = "batchReserved"]
+    /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, saw>>
+    /\ UNCHANGED queryVars
+
+\* The payloads are copied and every header written as submitted, with no
+\* LOCKED phase: nobody reads a header at or above the producer offset (the
+\* walk, the consumer and Ring::is_committed stop there), so the header
+\* stores are relaxed in the code and one step here.
+WriteBatch(p) ==
+    /\ pc[p] = "batchReserved"
+    /\ hdr' = [s \in Slots |-> IF s \in OwnedSlots(p) THEN "Submitted" ELSE hdr[s]]
+    /\ pc'  = [pc EXCEPT ![p] = "batchWritten"]
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, mine, saw>>
+    /\ UNCHANGED queryVars
+
+\* One publish commits the whole batch: wait for every earlier claim, then
+\* the release store of the producer offset (the store of the store-load
+\* pair with `arm_query`).
+PublishBatch(p) ==
+    /\ pc[p] = "batchWritten"
+    /\ producerOffset = mine[p]
+    /\ producerOffset' = mine[p] + Batch
+    /\ pc' = [pc EXCEPT ![p] = "batchPublished"]
+    /\ UNCHANGED <<reserveOffset, userConsumer, validated, hdr, mine, saw>>
+    /\ UNCHANGED queryVars
+
+\* The one load of `armed` after the publish (SeqCst fence between): does a
+\* query wait for one of my records?  Then wake it, for that head.  Bug
+\* "batch_wake_checks_last": only the last record is looked at.
+CheckArmedBatch(p) ==
+    /\ pc[p] = "batchPublished"
+    /\ LET wake == IF Bug = "batch_wake_checks_last"
+                      THEN armed = mine[p] + Batch
+                      ELSE armed - 1 \in BatchRecords(p) /\ armed > 0
+       IN /\ pc'   = [pc EXCEPT ![p] = IF wake THEN "waking" ELSE "idle"]
+          /\ mine' = [mine EXCEPT ![p] = IF wake THEN armed - 1 ELSE 0]
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, saw>>
     /\ UNCHANGED queryVars
 
@@ -410,6 +485,9 @@ ProducerStep(p) ==
     \/ Submit(p)
     \/ Discard(p)
     \/ CheckArmed(p)
+    \/ WriteBatch(p)
+    \/ PublishBatch(p)
+    \/ CheckArmedBatch(p)
     \/ Wake(p)
 
 HandlerStep == QueryRecheck \/ QueryArmPend
@@ -424,6 +502,10 @@ Next ==
     \/ \E p \in Producers : Submit(p)
     \/ \E p \in Producers : Discard(p)
     \/ \E p \in Producers : CheckArmed(p)
+    \/ \E p \in Producers : ReserveBatch(p)
+    \/ \E p \in Producers : WriteBatch(p)
+    \/ \E p \in Producers : PublishBatch(p)
+    \/ \E p \in Producers : CheckArmedBatch(p)
     \/ \E p \in Producers : Wake(p)
     \/ \E v \in Offsets : UserWrite(v)
     \/ QueryStart
@@ -473,6 +555,9 @@ OffsetsConsistent ==
     /\ producerOffset <= reserveOffset
     /\ \A p \in Producers : Holding(p) => mine[p] < reserveOffset
     /\ \A p \in Producers : pc[p] \in {"published", "loaded"} => mine[p] < producerOffset
+    /\ \A p \in Producers : BatchHolding(p) =>
+           mine[p] + Batch <= reserveOffset /\ producerOffset <= mine[p]
+    /\ \A p \in Producers : pc[p] = "batchPublished" => mine[p] + Batch <= producerOffset
 
 \* Producers never reserve beyond the space the kernel has validated, so no
 \* unreturned record is overwritten (a lemma of NoOverwriteLocked; the
@@ -480,10 +565,11 @@ OffsetsConsistent ==
 ReserveWithinValidated == reserveOffset <= validated + Capacity
 
 \* No producer ever reserves over a record that is still LOCKED: two
-\* records that are being written never share a slot.
+\* records that are being written (one at a time or in a batch) never share
+\* a slot.
 NoOverwriteLocked ==
     \A p1, p2 \in Producers :
-        (p1 # p2 /\ Holding(p1) /\ Holding(p2)) => Slot(mine[p1]) # Slot(mine[p2])
+        p1 # p2 => OwnedSlots(p1) \cap OwnedSlots(p2) = {}
 
 \* Cancel against completion: exactly one of them completes the request.
 \* At most once is this invariant; at least once is CancelledQueryCompletes

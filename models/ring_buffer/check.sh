@@ -70,6 +70,8 @@ expect RingBufferMP.tla    RingBufferMP_buggy_lost_wakeup_recheck_reused_slot.cf
 expect RingBufferMP.tla    RingBufferMP_buggy_complete_on_producer_ahead.cfg  invariant:QueryCompletesOnCommittedHead
 expect RingBufferMP.tla    RingBufferMP_buggy_wake_without_disarm.cfg         invariant:QueryCompletesOnCommittedHead
 expect RingBufferMP.tla    RingBufferMP_buggy_wake_without_lock.cfg           property:NoLostWakeup
+expect RingBufferMP.tla    RingBufferMP_batch.cfg                             pass
+expect RingBufferMP.tla    RingBufferMP_buggy_batch_wake_checks_last.cfg      property:NoLostWakeup
 expect ConsumerHandover.tla ConsumerHandover.cfg                           pass
 expect ConsumerHandover.tla ConsumerHandover_buggy_shared_consumer_page.cfg invariant:NoStaleInfluence
 expect ConsumerHandover.tla ConsumerHandover_buggy_query_from_any_handle.cfg invariant:NoStaleInfluence
