@@ -169,18 +169,23 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
         }
     }
     let device_wake = device_wake_latency(&device, &mut mapping, args.wakeups)?;
-    let pipe_wake = pipe_wake_latency(args.wakeups)?;
+    // Like with like: the device wakes a consumer in another process (or, in process, on
+    // another thread), so the peer is a plain eventfd wake between two processes (Linux).
+    #[cfg(target_os = "linux")]
+    let (peer_name, pipe_wake) = ("eventfd", eventfd_wake_latency(args.wakeups)?);
+    #[cfg(not(target_os = "linux"))]
+    let (peer_name, pipe_wake) = ("pipe", pipe_wake_latency(args.wakeups)?);
     if table {
         outln!(
             "wake latency: submit to a blocked consumer's return, {} samples",
             args.wakeups
         )?;
         outln!(
-            "{:<10} {:>12} {:>12} {:>12}",
+            "{:<10} {:>12} {:>12} {:>14}",
             "",
             "device",
-            "pipe",
-            "device/pipe"
+            peer_name,
+            format!("device/{peer_name}")
         )?;
     }
     let mut wake_json = serde_json::Map::new();
@@ -193,7 +198,7 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
         };
         if table {
             outln!(
-                "{:<10} {:>12} {:>12} {:>12}",
+                "{:<10} {:>12} {:>12} {:>14}",
                 format!("p{p:.0}"),
                 format_us(d),
                 format_us(q),
@@ -204,8 +209,9 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
                 format!("p{p:.0}"),
                 serde_json::json!({
                     "device_us": d,
-                    "pipe_us": q,
-                    "device_over_pipe": match (d, q) {
+                    "peer": peer_name,
+                    "peer_us": q,
+                    "device_over_peer": match (d, q) {
                         (Some(d), Some(q)) if q > 0.0 => Some(d / q),
                         _ => None,
                     },
@@ -406,6 +412,7 @@ fn device_wake_latency(
 
 /// A plain wake-up: one thread writes its send time into a pipe every 500 us, this one is
 /// blocked in `read` and measures from that time to its return.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
 fn pipe_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
     let (mut reader, mut writer) = std::io::pipe()?;
     let sender = thread::spawn(move || -> std::io::Result<()> {
@@ -431,6 +438,83 @@ fn pipe_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
         .map_err(|_| CliError::msg("the pipe sender thread panicked."))??;
     latencies.sort_unstable();
     Ok(latencies)
+}
+
+/// The environment variable that makes `ringmap` the sender of [`eventfd_wake_latency`]:
+/// `<eventfd number>,<samples>` (set only by the bench for its child).
+#[cfg(target_os = "linux")]
+pub const WAKE_SENDER_ENV: &str = "RINGMAP_BENCH_WAKE_SENDER";
+
+/// A plain cross-process wake-up: a child process (this binary again, as
+/// [`wake_sender`]) writes the time, then sets an eventfd this process is blocked reading,
+/// every 500 us, as the generator paces the device's wake-ups; this process measures from
+/// the stamp to its return.
+#[cfg(target_os = "linux")]
+fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
+    use std::os::fd::AsRawFd;
+    // Inherited by the child (no CLOEXEC); blocking, as a waiter's is.
+    let event = rustix::event::eventfd(0, rustix::event::EventfdFlags::empty())
+        .map_err(|errno| CliError::msg(format!("cannot make an eventfd: {errno}.")))?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .env(WAKE_SENDER_ENV, format!("{},{samples}", event.as_raw_fd()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()?;
+    let mut stamps = child.stdout.take().expect("piped");
+    let mut latencies = Vec::with_capacity(samples as usize);
+    let mut count = [0u8; 8];
+    let mut stamp = [0u8; 8];
+    let result = (|| -> Result<(), CliError> {
+        for _ in 0..samples {
+            rustix::io::read(&event, &mut count)
+                .map_err(|errno| CliError::msg(format!("eventfd read: {errno}.")))?;
+            let now = monotonic_ns();
+            stamps.read_exact(&mut stamp)?;
+            latencies.push(now.saturating_sub(u64::from_le_bytes(stamp)));
+        }
+        Ok(())
+    })();
+    let status = child.wait()?;
+    result?;
+    if !status.success() {
+        return Err(CliError::msg(format!(
+            "the eventfd wake sender ended: {status}."
+        )));
+    }
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
+/// The child's side of [`eventfd_wake_latency`] (`spec` is [`WAKE_SENDER_ENV`]'s value):
+/// stamps then sets, paced. Returns the exit status.
+#[cfg(target_os = "linux")]
+pub fn wake_sender(spec: &str) -> u8 {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Some((fd, samples)) = spec.split_once(',') else {
+        return super::EXIT_USAGE;
+    };
+    let (Ok(fd), Ok(samples)) = (fd.parse::<i32>(), samples.parse::<u64>()) else {
+        return super::EXIT_USAGE;
+    };
+    // SAFETY: the descriptor the parent made and left open for this process, used only here.
+    let event = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut out = std::io::stdout().lock();
+    let mut next = Instant::now();
+    for _ in 0..samples {
+        next += Duration::from_micros(500);
+        let now = Instant::now();
+        if next > now {
+            thread::sleep(next - now);
+        }
+        let stamped = out
+            .write_all(&monotonic_ns().to_le_bytes())
+            .and_then(|()| out.flush());
+        if stamped.is_err() || rustix::io::write(&event, &1u64.to_ne_bytes()).is_err() {
+            return super::EXIT_ERROR;
+        }
+    }
+    super::EXIT_OK
 }
 
 /// Where the usersim device runs; kept alive for the bench.

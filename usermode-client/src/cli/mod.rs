@@ -179,6 +179,11 @@ Exit status:
 /// standard error and the exit status they call for (see [`EXIT_STATUS_HELP`]).
 pub fn main() -> ExitCode {
     use clap::FromArgMatches;
+    // The child role of `ringmap bench`'s cross-process wake-up peer (never set by a user).
+    #[cfg(target_os = "linux")]
+    if let Ok(spec) = std::env::var(bench::WAKE_SENDER_ENV) {
+        return ExitCode::from(bench::wake_sender(&spec));
+    }
     let cli = match Cli::from_arg_matches(&command().get_matches()) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
