@@ -68,17 +68,21 @@ impl<H: Hooks> Ring<H> {
         let kernel = self.placement().kernel();
         let view = self.placement().data();
         let validated = &kernel.validated_consumer_offset.0;
+        let capacity = self.capacity().as_u64();
         loop {
             // Acquire: see `validated_consumer_offset`.
             let current = validated.load(Ordering::Acquire);
             // Acquire: every header below the producer offset is written.
             let producer = view.producer_offset().load(Ordering::Acquire);
-            let target = hint.min(producer);
+            // At most `capacity / 8` steps: each step moves at least 8 bytes, and the walk
+            // ends one capacity past `current` at the latest. The producer offset, never more
+            // than one capacity ahead of the validated offset, keeps it there already; the cut
+            // makes the bound the walk's own, so a walk that lost track of the producer offset
+            // (a corrupted producer page, a bug) stops after one ring of headers.
+            let target = hint.min(producer).min(current.saturating_add(capacity));
             if target <= current {
                 return current;
             }
-            // At most `capacity / 8` steps: each step moves at least 8 bytes, and the producer
-            // offset is never more than one capacity ahead of the validated offset.
             let mut position = current;
             let mut submitted = 0u64;
             while position < target {

@@ -245,6 +245,20 @@ fn the_validated_offset_never_passes_the_producer_or_a_locked_record() {
 }
 
 #[test]
+fn a_walk_takes_at_most_one_ring_of_headers_even_past_a_corrupted_producer_offset() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    // A producer page gone wrong: the producer offset a MiB ahead over unwritten (zero,
+    // unlocked) headers. The walk stops one capacity past where it started.
+    // Relaxed: single-threaded.
+    ring.placement()
+        .data()
+        .producer_offset()
+        .store(1 << 20, Ordering::Relaxed);
+    assert_eq!(ring.advance_consumer_offset(u64::MAX), 4096);
+    assert_eq!(ring.advance_consumer_offset(u64::MAX), 8192);
+}
+
+#[test]
 fn the_validated_offset_stops_before_a_record_the_hint_cuts() {
     let (ring, _consumer) = HeapRing::new(page(), ());
     ring.write(&[1; 8]).unwrap(); // 0..16
