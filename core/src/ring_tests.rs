@@ -352,6 +352,22 @@ fn arming_on_a_committed_head_reports_it() {
     assert!(!ring.disarm_query());
 }
 
+#[test]
+fn a_head_the_validated_offset_passed_is_committed_even_when_its_slot_holds_a_newer_record() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    ring.write(&[1; 2040]).unwrap(); // 0..2048, the head
+    ring.write(&[2; 2040]).unwrap(); // 2048..4096
+    ring.hostile_store_consumer_page(2048); // the consumer has read the head
+    let newer = ring.reserve(2040).unwrap(); // walks past the head, takes its slot
+    assert_eq!(newer.offset(), 4096);
+    assert!(ring.is_committed(0), "passed by the validated offset");
+    assert!(ring.is_committed(2048), "published and not LOCKED");
+    assert!(!ring.is_committed(4096), "LOCKED, and not passed");
+    assert!(!ring.is_committed(6144), "not published");
+    newer.submit();
+    assert!(ring.is_committed(4096));
+}
+
 /// Sets the flag when dropped, so that producers stop if the consumer panics.
 struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
 
