@@ -22,8 +22,35 @@ use crate::sync::{Ordering, fence};
 
 impl<H: Hooks> Ring<H> {
     /// The validated consumer offset: every record below it has been committed and returned.
+    /// A report: it orders nothing, so code that reuses space on the strength of it acquires
+    /// it instead (as the walk and the producers do).
     pub fn validated_consumer_offset(&self) -> u64 {
-        // Acquire: callers that act on it (reuse space, report it) see the walk's reads.
+        // Relaxed: no caller reuses space on the strength of this load; each needs only a
+        // value the offset really held, or the latest one, which something else orders:
+        // - the retirement's final offset: every walk that moved the offset left the gate
+        //   with a release that the retirement's wait acquired (and its own walk came before
+        //   in program order), and no walk moves it once the gate is closed, so coherence
+        //   gives the last exchange; the next mapping's attach comes after the retirement
+        //   (the host serialises them) and reads the same value;
+        // - `is_committed`: the offset only grows, so `> head` is true only if it is; a false
+        //   reading in `arm_query` comes after its SeqCst fence, and the handshake with the
+        //   walk's fence (`wake_query_passed`) makes the walk that it missed wake the query;
+        // - QUERY replies, statistics and the snapshot of `consumer_page_offset`: reports.
+        // The consumer's reads of the space below it are acquired by the loads that lead to
+        // reuse: reserve's own load and `acquire_validated_offset`.
+        self.placement()
+            .kernel()
+            .validated_consumer_offset
+            .0
+            .load(Ordering::Relaxed)
+    }
+
+    /// The validated consumer offset, acquired: for a producer that may reuse the space below
+    /// it plus one capacity (the walk's start and a producer shut out of the hint gate).
+    fn acquire_validated_offset(&self) -> u64 {
+        // Acquire: pairs with the release of the exchange that advanced it, which carries the
+        // walker's acquire of the consumer's reads (its hint) and of the producers' writes
+        // (each header it passed), so that those happen before our writes into that space.
         self.placement()
             .kernel()
             .validated_consumer_offset
@@ -36,7 +63,9 @@ impl<H: Hooks> Ring<H> {
     /// attached.
     pub(crate) fn advance_consumer_offset_from_page(&self) -> u64 {
         let Some(walk) = self.enter_hint_walk(Admit::Attached) else {
-            return self.validated_consumer_offset();
+            // Shut out (no mapping): reserve may reuse space up to what the last walk
+            // returned, so acquire it.
+            return self.acquire_validated_offset();
         };
         // Acquire: pairs with the consumer's release store of its offset, so its reads of the
         // records below happen before any producer reuses their space.
@@ -68,17 +97,22 @@ impl<H: Hooks> Ring<H> {
         let kernel = self.placement().kernel();
         let view = self.placement().data();
         let validated = &kernel.validated_consumer_offset.0;
+        let capacity = self.capacity().as_u64();
         loop {
-            // Acquire: see `validated_consumer_offset`.
-            let current = validated.load(Ordering::Acquire);
+            // Acquired: a walk that returns `current` unchanged (its hint was older) lets the
+            // producer reuse the space below it; and the exchange below reads from this value.
+            let current = self.acquire_validated_offset();
             // Acquire: every header below the producer offset is written.
             let producer = view.producer_offset().load(Ordering::Acquire);
-            let target = hint.min(producer);
+            // At most `capacity / 8` steps: each step moves at least 8 bytes, and the walk
+            // ends one capacity past `current` at the latest. The producer offset, never more
+            // than one capacity ahead of the validated offset, keeps it there already; the cut
+            // makes the bound the walk's own, so a walk that lost track of the producer offset
+            // (a corrupted producer page, a bug) stops after one ring of headers.
+            let target = hint.min(producer).min(current.saturating_add(capacity));
             if target <= current {
                 return current;
             }
-            // At most `capacity / 8` steps: each step moves at least 8 bytes, and the producer
-            // offset is never more than one capacity ahead of the validated offset.
             let mut position = current;
             let mut submitted = 0u64;
             while position < target {
@@ -99,14 +133,21 @@ impl<H: Hooks> Ring<H> {
             if position == current {
                 return current;
             }
-            // AcqRel on success: release, so that producers that acquire the new value see
-            // the consumer's reads and the walk's acquires before they reuse the space;
-            // acquire, to read-from any earlier advance. Acquire on failure: as the load
-            // above. Exchanging from `current` only: the offsets never repeat, so success
-            // means no one advanced it during the walk, no space we walked was reused, and
-            // every header read was of the records that are there now.
-            match validated.compare_exchange(current, position, Ordering::AcqRel, Ordering::Acquire)
-            {
+            // Release on success: producers that acquire the new value see the consumer's
+            // reads (our acquire of the hint) and the producers' writes (our acquire of each
+            // header) before they reuse the space. No acquire on success: the offsets never
+            // repeat (every store after `Ring::new`'s is an exchange to a larger value), so an
+            // exchange that finds `current` reads the very store our acquire of `current`
+            // read and synchronised with already. Relaxed on failure: the value is dropped and
+            // the loop acquires `current` again. Exchanging from `current` only: success means
+            // no one advanced it during the walk, no space we walked was reused, and every
+            // header read was of the records that are there now.
+            match validated.compare_exchange(
+                current,
+                position,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     // Relaxed: a statistic, added once per walk by the walk that won.
                     kernel.consumed.0.fetch_add(submitted, Ordering::Relaxed);

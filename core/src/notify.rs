@@ -30,15 +30,21 @@ impl<H: Hooks> Ring<H> {
         let view = self.placement().data();
         // Acquire: a header below the producer offset is written.
         if view.producer_offset().load(Ordering::Acquire) > head {
-            // Acquire: pairs with the commit's release, for callers that then read the record.
-            if view.header(head).len.load(Ordering::Acquire) & LOCKED == 0 {
+            // Relaxed: a bit test, and no caller reads the record on the strength of it (the
+            // device replies with offsets; the consumer acquires the header itself). The
+            // acquire above put the LOCKED store of the record at `head` before this load, so
+            // it reads that store or a later one: never a stale, unlocked word. An unlocked
+            // word is the head's commit, or a later record's in a reused slot (the slot is
+            // reused only once the head is committed and passed): true either way.
+            if view.header(head).len.load(Ordering::Relaxed) & LOCKED == 0 {
                 return true;
             }
         }
         // A LOCKED header in the head's slot may be a newer record's: the slot is reused only
         // once the validated offset has passed the head, which it does over committed records
-        // only. Loaded after the header, so a reuse seen there is seen here too, or else the
-        // walk that passed the head wakes the query itself (see `advance_consumer_offset`).
+        // only. In `arm_query` this load comes after the SeqCst fence: if it misses the walk
+        // that passed the head, that walk's own fence and load of the armed word see our
+        // arming, and it wakes the query itself (`wake_query_passed`).
         self.validated_consumer_offset() > head
     }
 

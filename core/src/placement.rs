@@ -418,6 +418,22 @@ mod heap {
                     .store(value, Ordering::Relaxed)
             };
         }
+
+        /// Under loom: frees the old page as a host does once the mapping ended, and has loom
+        /// check that every access of the page (a producer's walk that read it, a QUERY's)
+        /// happens before the free: the free is a non-atomic access of the page's words.
+        #[cfg(loom)]
+        #[doc(hidden)]
+        pub fn free(mut self) {
+            let page = Arc::get_mut(&mut self.0)
+                .expect("a stale page is the last reference to its page")
+                .page;
+            // SAFETY: the page lives until `self` drops below; the retirement waited for every
+            // walk in the gate, so no reference to the page is in use (what loom checks).
+            let page = unsafe { &mut *page };
+            page.consumer_offset.with_mut(|_| ());
+            page.read_offset.with_mut(|_| ());
+        }
     }
 
     impl<H: Hooks> HeapRing<H> {

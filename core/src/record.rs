@@ -6,7 +6,7 @@
 //! `page_offset` is the record's data page, `(start index) / PAGE_SIZE`, kept for format
 //! compatibility only: ringmap never derives anything from it.
 
-use crate::layout::{Capacity, PAGE_SIZE};
+use crate::layout::{Capacity, MAX_CAPACITY, PAGE_SIZE};
 use crate::sync::AtomicU32;
 
 /// `len` bit: the record is reserved and not yet submitted or discarded.
@@ -43,14 +43,12 @@ pub const fn padded_size(payload: u32) -> u64 {
 }
 
 /// The largest payload that fits in a ring of `capacity` bytes (a record the size of the ring).
+/// Never more than [`MAX_PAYLOAD`]: the largest ring less a header is below it (asserted).
 pub const fn max_payload_for(capacity: Capacity) -> u32 {
-    let fits = capacity.bytes() - HEADER_SIZE;
-    if fits > MAX_PAYLOAD as usize {
-        MAX_PAYLOAD
-    } else {
-        fits as u32
-    }
+    (capacity.bytes() - HEADER_SIZE) as u32
 }
+
+const _: () = assert!(MAX_CAPACITY - HEADER_SIZE <= MAX_PAYLOAD as usize);
 
 /// The `page_offset` field of a record starting at data index `index`.
 #[inline]

@@ -245,6 +245,20 @@ fn the_validated_offset_never_passes_the_producer_or_a_locked_record() {
 }
 
 #[test]
+fn a_walk_takes_at_most_one_ring_of_headers_even_past_a_corrupted_producer_offset() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    // A producer page gone wrong: the producer offset a MiB ahead over unwritten (zero,
+    // unlocked) headers. The walk stops one capacity past where it started.
+    // Relaxed: single-threaded.
+    ring.placement()
+        .data()
+        .producer_offset()
+        .store(1 << 20, Ordering::Relaxed);
+    assert_eq!(ring.advance_consumer_offset(u64::MAX), 4096);
+    assert_eq!(ring.advance_consumer_offset(u64::MAX), 8192);
+}
+
+#[test]
 fn the_validated_offset_stops_before_a_record_the_hint_cuts() {
     let (ring, _consumer) = HeapRing::new(page(), ());
     ring.write(&[1; 8]).unwrap(); // 0..16
@@ -336,6 +350,22 @@ fn arming_on_a_committed_head_reports_it() {
     assert!(ring.arm_query(0), "a discarded head is committed");
     assert!(ring.disarm_query());
     assert!(!ring.disarm_query());
+}
+
+#[test]
+fn a_head_the_validated_offset_passed_is_committed_even_when_its_slot_holds_a_newer_record() {
+    let (ring, _consumer) = HeapRing::new(page(), ());
+    ring.write(&[1; 2040]).unwrap(); // 0..2048, the head
+    ring.write(&[2; 2040]).unwrap(); // 2048..4096
+    ring.hostile_store_consumer_page(2048); // the consumer has read the head
+    let newer = ring.reserve(2040).unwrap(); // walks past the head, takes its slot
+    assert_eq!(newer.offset(), 4096);
+    assert!(ring.is_committed(0), "passed by the validated offset");
+    assert!(ring.is_committed(2048), "published and not LOCKED");
+    assert!(!ring.is_committed(4096), "LOCKED, and not passed");
+    assert!(!ring.is_committed(6144), "not published");
+    newer.submit();
+    assert!(ring.is_committed(4096));
 }
 
 /// Sets the flag when dropped, so that producers stop if the consumer panics.

@@ -12,6 +12,16 @@
 //! fixed number of times sees nothing in most explored runs; one that keeps looking must be
 //! scheduled after the commit it waits for, with the producer still running.
 //! Each model prints how many runs loom explored (`-- --nocapture` shows it).
+//!
+//! loom's SeqCst fences are stronger than the memory model's: a fence joins everything every
+//! thread had when it fenced before (loom 0.7, `seq_cst_fence`), and an acquire fence
+//! acquires every store the thread has seen. The ring fences after each commit, each walk's
+//! exchange and at each gate entry, so a weakened acquire or release goes unnoticed wherever a
+//! fence follows it in the same thread. The models that show an ordering is needed therefore
+//! let a *second* thread act on what the first one published, with no fence of its own
+//! before it acts: a producer that reserves on the strength of another's walk (space returned
+//! to two producers, a walk over a record being written), a retirement that frees the page a
+//! walk read, a query check that finds the reused slot LOCKED.
 //! `scripts/mutants.sh` checks that these models (and the unit tests) fail when an ordering
 //! is weakened.
 #![cfg(loom)]
@@ -25,6 +35,16 @@ use ringmap_core::{Capacity, Consumer, HeapRing, Hooks, ReserveError};
 
 fn ring_of(bytes: u64) -> Capacity {
     Capacity::new(bytes).unwrap()
+}
+
+/// A ring of 64 bytes filled by four records of 8 payload bytes (16 each), ids 0 to 3, none
+/// returned yet.
+fn full_ring<H: Hooks>(hooks: H) -> (HeapRing<H>, Consumer) {
+    let (ring, consumer) = HeapRing::new(ring_of(64), hooks);
+    for id in 0..4u8 {
+        ring.write(&[id; 8]).unwrap();
+    }
+    (ring, consumer)
 }
 
 /// Runs of one model: all of them, and those in which the consumer read a record while a
@@ -81,8 +101,13 @@ fn builder(preemption_bound: usize) -> loom::model::Builder {
 
 /// Checks a model whose consumer reads no record while producers run (it prints the count).
 fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(name, 3, f);
+}
+
+/// As [`model`], with a preemption bound of its own (three threads that walk take minutes at 3).
+fn model_bounded(name: &str, preemption_bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let runs = Runs::new();
-    builder(3).check(move || {
+    builder(preemption_bound).check(move || {
         runs.run();
         f();
     });
@@ -317,10 +342,7 @@ fn loom_locked_bit_hides_a_record_being_written() {
 #[test]
 fn loom_space_returned_by_the_consumer_versus_a_reserve() {
     model_reading("space returned", 3, |runs| {
-        let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
-        for id in 0..4u8 {
-            ring.write(&[id; 8]).unwrap();
-        }
+        let (ring, mut consumer) = full_ring(());
         let ring = Arc::new(ring);
         let done = Arc::new(AtomicBool::new(false));
         let producer = {
@@ -508,21 +530,38 @@ impl Hooks for Waking {
 fn loom_query_armed_on_a_head_whose_slot_is_reused_is_still_woken() {
     // Found by the TLA+ model RingBufferMP: the head is committed, then a full ring's walk
     // passes it and a new LOCKED record takes its slot while the query arms.
-    model("reused head slot", || {
+    query_on_a_reused_head_slot("reused head slot", false);
+}
+
+/// The head (0..32) is committed and read; a producer finds the ring full, walks past the
+/// head and takes its slot for a newer record (discarded when the producer is done with it,
+/// which is at once or, if `hold`, only once the query pends) while the query for the head
+/// arms. The query must complete exactly once.
+fn query_on_a_reused_head_slot(name: &str, hold: bool) {
+    model(name, move || {
         let (ring, _consumer) = HeapRing::new(ring_of(64), Waking::default());
         ring.write(&[1; 24]).unwrap(); // 0..32, the head the query waits for
         ring.write(&[2; 24]).unwrap(); // 32..64
         ring.hostile_store_consumer_page(32); // the consumer has read the head
         let ring = Arc::new(ring);
+        let queried = Arc::new(AtomicBool::new(false));
         let producer = {
             let ring = ring.clone();
+            let queried = queried.clone();
             thread::spawn(move || {
-                // Finds the ring full, walks past the head, reuses its slot, discards.
+                // Finds the ring full, walks past the head, takes its slot.
                 let r = ring.reserve(24).unwrap();
                 assert_eq!(r.offset(), 64);
+                // Relaxed: only holds the slot LOCKED until the query is pending.
+                while hold && !queried.load(Ordering::Relaxed) {
+                    thread::yield_now();
+                }
+                drop(r); // discarded
             })
         };
         pend_query(&ring, 0);
+        // Relaxed: see the producer's load.
+        queried.store(true, Ordering::Relaxed);
         producer.join().unwrap();
         let slot = ring.hooks().slot.lock().unwrap();
         assert_eq!(slot.completed, 1, "a committed head completes the query");
@@ -537,10 +576,7 @@ fn loom_query_armed_on_a_head_whose_slot_is_reused_is_still_woken() {
 #[test]
 fn loom_a_new_mapping_never_starts_behind_a_producers_walk() {
     model("new mapping", || {
-        let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
-        for id in 0..4 {
-            ring.write(&[id; 8]).unwrap(); // 4 records of 16 bytes: full
-        }
+        let (ring, mut consumer) = full_ring(()); // 4 records of 16 bytes: full
         assert_eq!(consumer.consume(|_| ()), 4); // A's page says 64; nothing walked yet
         assert_eq!(ring.validated_consumer_offset(), 0);
         let ring = Arc::new(ring);
@@ -565,5 +601,241 @@ fn loom_a_new_mapping_never_starts_behind_a_producers_walk() {
             assert!(record.len() == 8 && record[0] < 10, "{record:?}");
         }
         let _ = wrote;
+    });
+}
+
+/// What a producer's write came to: written, or refused because the ring was full.
+fn write_or_full<H: Hooks>(ring: &HeapRing<H>, payload: &[u8]) -> bool {
+    match ring.write(payload) {
+        Ok(_) => true,
+        Err(ReserveError::Full) => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The consumer returns a full ring's space while two producers find it full. One walks
+/// (acquiring the consumer page) and frees the space for both; the other may reserve in it on
+/// the strength of that walk's exchange alone: through its own first load of the validated
+/// offset (reserve's acquire), or through its walk's load of `current` when the hint it loads
+/// is still the old one. Its write into the returned space must come after the consumer's
+/// reads of it; loom tracks both. Needs, one step weaker each failing it: the page walk's
+/// acquire of the hint, the exchange's release, reserve's acquire, the walk's acquire of
+/// `current`. (The walk that wins is safe without them: the SeqCst fence after its exchange
+/// acquires what its loads read; the other producer is the one that needs them.)
+#[test]
+fn loom_space_returned_to_two_producers_comes_after_the_consumers_reads() {
+    model_bounded("space returned to two producers", 2, || {
+        let (ring, mut consumer) = full_ring(()); // 4 records of 16 bytes: full
+        let ring = Arc::new(ring);
+        let producers: Vec<_> = [5u8, 6]
+            .into_iter()
+            .map(|id| {
+                let ring = ring.clone();
+                thread::spawn(move || write_or_full(&ring, &[id; 8]))
+            })
+            .collect();
+        {
+            let batch = consumer.batch();
+            let ids: Vec<u8> = batch.iter().map(|r| r[0]).collect();
+            assert_eq!(ids, [0, 1, 2, 3], "nothing overwritten while lent");
+        }
+        let wrote: Vec<bool> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+        let written = wrote.iter().filter(|&&w| w).count();
+        assert_eq!(ring.dropped(), (2 - written) as u64);
+        let ids: Vec<u8> = consumer.batch().iter().map(|r| r[0]).collect();
+        assert_eq!(ids.len(), written);
+    });
+}
+
+/// The consumer page claims everything was read (a hostile consumer); a producer writes a
+/// record as large as the ring while two others find it full and walk. A walk must stop at
+/// the record while it is LOCKED (the walk's acquire of the producer offset: below it every
+/// header is written, so a stale, unlocked word is never read there), and a producer that
+/// reuses the record's space on the strength of another's walk must come after the record's
+/// writes (the walk's acquire of each header, released again by its exchange): loom tracks
+/// the payload writes of all three.
+#[test]
+fn loom_a_walk_stops_at_a_record_being_written_and_orders_its_writes() {
+    model_bounded("walk over a record being written", 3, || {
+        let (ring, _consumer) = HeapRing::new(ring_of(64), ());
+        ring.hostile_store_consumer_page(u64::MAX);
+        let ring = Arc::new(ring);
+        let threads: Vec<_> = [(1u8, 56usize), (2, 8), (3, 8)]
+            .into_iter()
+            .map(|(id, len)| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    if let Ok(mut r) = ring.reserve(len) {
+                        r.payload().fill(id);
+                        r.submit();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(ring.validated_consumer_offset() <= ring.producer_offset());
+    });
+}
+
+/// A query for a head that a producer holds LOCKED must not complete before the commit: the
+/// check reads the header only below the producer offset it acquired (below it, every header
+/// is written; a stale, unlocked word there would complete the query for nothing).
+#[test]
+fn loom_query_on_a_record_being_written_waits_for_its_commit() {
+    model("query on a record being written", || {
+        let (ring, _consumer) = HeapRing::new(ring_of(64), Waking::default());
+        let ring = Arc::new(ring);
+        let may_commit = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let ring = ring.clone();
+            let may_commit = may_commit.clone();
+            thread::spawn(move || {
+                let mut r = ring.reserve(8).unwrap();
+                r.payload().fill(1);
+                // Relaxed: only holds the record back; it orders nothing the test checks.
+                while !may_commit.load(Ordering::Relaxed) {
+                    thread::yield_now();
+                }
+                r.submit();
+            })
+        };
+        pend_query(&ring, 0);
+        assert_eq!(
+            ring.hooks().slot.lock().unwrap().completed,
+            0,
+            "completed before the head was committed"
+        );
+        // Relaxed: see the load above.
+        may_commit.store(true, Ordering::Relaxed);
+        producer.join().unwrap();
+        assert_eq!(ring.hooks().slot.lock().unwrap().completed, 1);
+    });
+}
+
+/// As `loom_query_armed_on_a_head_whose_slot_is_reused_is_still_woken`, but the producer holds
+/// the reused slot LOCKED until the query is pending, so the query's check finds it LOCKED:
+/// only the walk's wake-up completes the query then. The walk's store (its exchange) and load
+/// (the armed word) against the query's store (the armed word) and load (the validated
+/// offset): it needs SeqCst fences on both sides; an AcqRel fence after the walk loses it.
+#[test]
+fn loom_query_armed_while_a_newer_record_holds_the_head_slot_is_woken_by_the_walk() {
+    query_on_a_reused_head_slot("head slot held by a newer record", true);
+}
+
+/// A producer walks from the consumer page while the mapping ends, and the host frees the old
+/// page as soon as the retirement returns. The walk finds nothing to return (so no fence
+/// follows it): only its release as it leaves the hint gate, acquired by the retirement's
+/// wait, puts its load of the page before the free.
+#[test]
+fn loom_a_page_is_freed_only_after_every_walk_that_read_it() {
+    model("page freed after the retirement", || {
+        let (ring, consumer) = full_ring(()); // full, and the page returns nothing
+        let ring = Arc::new(ring);
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || write_or_full(&ring, &[9; 8]))
+        };
+        let (_b, stale, retired) = ring.remap(consumer);
+        assert_eq!(retired.final_offset, 0);
+        stale.free();
+        assert!(!producer.join().unwrap(), "nothing was returned");
+    });
+}
+
+/// Records of several sizes in a ring of 64 bytes: 5 and 20 payload bytes (13 and 28 with the
+/// header, padded to 16 and 32), then a third of 20 that starts at 48 and wraps at the end of
+/// the data into the space of the first, then a fourth of 8 in the space of the second. The
+/// consumer returns the first record only; its QUERY then carries an offset that ends inside
+/// the second, so the walk must stop before it. A producer that finds the ring full keeps
+/// trying until the consumer has returned the space; the consumer keeps looking and must read
+/// each record whole, in order, the third while the producer still works on the fourth.
+#[test]
+fn loom_records_of_several_sizes_padding_a_hint_inside_a_record_and_a_wrap() {
+    model_reading("records of several sizes", 2, |runs| {
+        let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
+        assert_eq!(ring.write(&[1; 5]).unwrap(), 0); // 0..16
+        assert_eq!(ring.write(&[2; 20]).unwrap(), 16); // 16..48
+        let ring = Arc::new(ring);
+        let done = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let ring = ring.clone();
+            let done = done.clone();
+            thread::spawn(move || {
+                // 48..80 wraps into the first record's space; 80..96 takes the second's.
+                for payload in [&[3u8; 20][..], &[4; 8]] {
+                    while !write_or_full(&ring, payload) {
+                        thread::yield_now();
+                    }
+                }
+                // Release: see `Runs::read_while`.
+                done.store(true, Ordering::Release);
+            })
+        };
+        {
+            let mut batch = consumer.batch();
+            let sizes: Vec<usize> = batch.iter().map(|r| r.len()).collect();
+            assert_eq!(sizes, [5, 20], "nothing overwritten while lent");
+            batch.keep_first(1); // returns 0..16 only
+        }
+        // The consumer's QUERY, after its reads: 40 ends inside the second record.
+        assert_eq!(ring.advance_consumer_offset_for(1, 40), Some(16));
+        assert!(ring.validated_consumer_offset() <= 16);
+        // Keeps looking, each batch returning its space, until it has all three.
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        while seen.len() < 3 {
+            let had_third = seen.len() >= 2;
+            look_until_a_record(
+                &mut consumer,
+                || false,
+                |record| {
+                    seen.push(record.to_vec());
+                },
+            );
+            if !had_third && seen.len() >= 2 {
+                runs.read_while(&done);
+            }
+        }
+        assert_eq!(seen, [vec![2; 20], vec![3; 20], vec![4; 8]]);
+        producer.join().unwrap();
+        assert_eq!(ring.producer_offset(), 96);
+    });
+}
+
+/// A producer finds the ring full just as the mapping ends: shut out of the hint gate, it
+/// cannot walk, and reuses space on the strength of the validated offset alone, which the
+/// consumer's own QUERY walked forward after its reads. The producer's write into that space
+/// must come after those reads: the validated offset it loads once shut out must be acquired
+/// (the retirement's fences do not order the consumer's reads for it: its walk returned
+/// nothing, so no fence follows it). loom does not reach the run that needs that acquire (the
+/// producer's gate fence would have to come before both the retirement's and the QUERY's,
+/// and loom's fences join; see the module comment): this model checks the path, and the
+/// acquire, shared with the walk's load of `current`, is checked by the models that catch
+/// that one.
+#[test]
+fn loom_a_producer_shut_out_of_the_gate_reuses_space_only_after_the_consumers_reads() {
+    model_bounded("producer shut out of the gate", 3, || {
+        let (ring, mut consumer) = full_ring(()); // full
+        let ring = Arc::new(ring);
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || write_or_full(&ring, &[9; 8]))
+        };
+        let retirer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.retire_consumer_page(1))
+        };
+        {
+            let batch = consumer.batch();
+            let ids: Vec<u8> = batch.iter().map(|r| r[0]).collect();
+            assert_eq!(ids, [0, 1, 2, 3], "nothing overwritten while lent");
+        }
+        // The consumer's QUERY carries what it has read (None: the mapping ended first).
+        let _ = ring.advance_consumer_offset_for(1, 64);
+        let retired = retirer.join().unwrap();
+        let wrote = producer.join().unwrap();
+        assert!(retired.final_offset <= ring.validated_consumer_offset());
+        assert_eq!(ring.dropped(), u64::from(!wrote));
     });
 }
