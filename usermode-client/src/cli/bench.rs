@@ -466,12 +466,22 @@ fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
     let mut count = [0u8; 8];
     let mut stamp = [0u8; 8];
     let result = (|| -> Result<(), CliError> {
-        for _ in 0..samples {
+        let mut received = 0;
+        while received < samples {
             rustix::io::read(&event, &mut count)
                 .map_err(|errno| CliError::msg(format!("eventfd read: {errno}.")))?;
             let now = monotonic_ns();
-            stamps.read_exact(&mut stamp)?;
-            latencies.push(now.saturating_sub(u64::from_le_bytes(stamp)));
+            // Sets that came before this process ran are counted together: the first stamp
+            // is the one that woke it (as the device's first record after a wake-up), the
+            // others came with it.
+            let sets = u64::from_ne_bytes(count).clamp(1, samples - received);
+            for set in 0..sets {
+                stamps.read_exact(&mut stamp)?;
+                if set == 0 {
+                    latencies.push(now.saturating_sub(u64::from_le_bytes(stamp)));
+                }
+            }
+            received += sets;
         }
         Ok(())
     })();
