@@ -552,6 +552,8 @@ fn every_cfg_is_checked() {
             "ConsumerHandover_buggy_query_from_any_handle.cfg",
             "ConsumerHandover_buggy_shared_consumer_page.cfg",
             "RingBufferMP.cfg",
+            "RingBufferMP_batch.cfg",
+            "RingBufferMP_buggy_batch_wake_checks_last.cfg",
             "RingBufferMP_buggy_cancel_double_complete.cfg",
             "RingBufferMP_buggy_complete_on_producer_ahead.cfg",
             "RingBufferMP_buggy_lost_wakeup_arm_without_recheck.cfg",
