@@ -156,17 +156,23 @@ struct Connection {
     stream: Option<Arc<UnixStream>>,
 }
 
+/// A reply's bytes on the wire: its header, then its body.
+fn reply_bytes(id: u64, status: u32, body: &[u8]) -> Vec<u8> {
+    let header = ReplyHeader {
+        id,
+        status,
+        len: body.len() as u32,
+    };
+    let mut bytes = Vec::with_capacity(ReplyHeader::SIZE + body.len());
+    bytes.extend_from_slice(&header.to_bytes());
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 impl Connection {
     /// Queues one reply (with `fds` for MAP); never blocks on the socket.
     fn queue(&self, id: u64, status: u32, body: &[u8], fds: Vec<OwnedFd>) {
-        let header = ReplyHeader {
-            id,
-            status,
-            len: body.len() as u32,
-        };
-        let mut bytes = Vec::with_capacity(ReplyHeader::SIZE + body.len());
-        bytes.extend_from_slice(&header.to_bytes());
-        bytes.extend_from_slice(body);
+        let bytes = reply_bytes(id, status, body);
         let mut outbox = lock(&self.outbox);
         outbox.bytes += bytes.len();
         outbox.queue.push_back(Outgoing {
@@ -213,14 +219,7 @@ impl Connection {
         if !outbox.queue.is_empty() {
             return false;
         }
-        let header = ReplyHeader {
-            id,
-            status,
-            len: body.len() as u32,
-        };
-        let mut bytes = Vec::with_capacity(ReplyHeader::SIZE + body.len());
-        bytes.extend_from_slice(&header.to_bytes());
-        bytes.extend_from_slice(body);
+        let bytes = reply_bytes(id, status, body);
         let mut message = Outgoing {
             bytes,
             fds: Vec::new(),

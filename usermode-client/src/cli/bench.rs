@@ -416,16 +416,7 @@ fn device_wake_latency(
 fn pipe_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
     let (mut reader, mut writer) = std::io::pipe()?;
     let sender = thread::spawn(move || -> std::io::Result<()> {
-        let mut next = Instant::now();
-        for _ in 0..samples {
-            next += Duration::from_micros(500);
-            let now = Instant::now();
-            if next > now {
-                thread::sleep(next - now);
-            }
-            writer.write_all(&monotonic_ns().to_le_bytes())?;
-        }
-        Ok(())
+        paced(samples, || writer.write_all(&monotonic_ns().to_le_bytes()))
     });
     let mut latencies = Vec::with_capacity(samples as usize);
     let mut buffer = [0u8; 8];
@@ -510,6 +501,22 @@ pub fn wake_sender(spec: &str) -> u8 {
     // SAFETY: the descriptor the parent made and left open for this process, used only here.
     let event = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut out = std::io::stdout().lock();
+    let sent = paced(samples, || {
+        out.write_all(&monotonic_ns().to_le_bytes())?;
+        out.flush()?;
+        rustix::io::write(&event, &1u64.to_ne_bytes())?;
+        Ok(())
+    });
+    if sent.is_ok() {
+        super::EXIT_OK
+    } else {
+        super::EXIT_ERROR
+    }
+}
+
+/// Calls `send` `samples` times, one every 500 us (as the generator paces the device's
+/// wake-ups), until it fails.
+fn paced(samples: u64, mut send: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
     let mut next = Instant::now();
     for _ in 0..samples {
         next += Duration::from_micros(500);
@@ -517,14 +524,9 @@ pub fn wake_sender(spec: &str) -> u8 {
         if next > now {
             thread::sleep(next - now);
         }
-        let stamped = out
-            .write_all(&monotonic_ns().to_le_bytes())
-            .and_then(|()| out.flush());
-        if stamped.is_err() || rustix::io::write(&event, &1u64.to_ne_bytes()).is_err() {
-            return super::EXIT_ERROR;
-        }
+        send()?;
     }
-    super::EXIT_OK
+    Ok(())
 }
 
 /// Where the usersim device runs; kept alive for the bench.
