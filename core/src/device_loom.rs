@@ -186,11 +186,14 @@ fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
 }
 
 /// A QUERY for the head against the WRITE that commits it: the QUERY completes exactly once
-/// (at once, or by the wake-up, or by its re-check after arming), and nothing stays armed.
+/// (at once, or by the wake-up, or by its re-check after arming), nothing stays armed, and
+/// the mapping's event (SET_EVENT) is set exactly once whichever way it completed: a waiter
+/// on the event is never left waiting with its record committed.
 #[test]
-fn loom_device_query_against_a_write_completes_exactly_once() {
-    model("device QUERY against a WRITE", || {
+fn loom_device_query_against_a_write_completes_exactly_once_and_sets_the_event() {
+    model("device QUERY and its event against a WRITE", || {
         let (device, _heap, _consumer) = mapped_device();
+        set_event(&device, 1);
         let device = Arc::new(device);
         let producer = {
             let device = device.clone();
@@ -206,6 +209,11 @@ fn loom_device_query_against_a_write_completes_exactly_once() {
             }
         }
         assert_eq!(device.ring().armed_head(), None);
+        assert_eq!(
+            event_sets(&device),
+            1,
+            "the waiter on the event is not woken"
+        );
     });
 }
 
@@ -262,35 +270,6 @@ fn event_sets(device: &Device<LoomPlatform>) -> u32 {
         .event
         .sets
         .load(loom::sync::atomic::Ordering::SeqCst)
-}
-
-/// The consumer waits on the mapping's event, not on the QUERY: whichever way the QUERY
-/// completes against the WRITE that commits its head (at once, by the wake-up, by the
-/// re-check), the event is set, exactly when the QUERY is completed or answered: a waiter on
-/// it is never left waiting with its record committed.
-#[test]
-fn loom_device_the_event_is_set_whenever_the_query_completes() {
-    model("device event against a WRITE", || {
-        let (device, _heap, _consumer) = mapped_device();
-        set_event(&device, 1);
-        let device = Arc::new(device);
-        let producer = {
-            let device = device.clone();
-            thread::spawn(move || write(&device))
-        };
-        let outcome = query(&device, 0, 1);
-        producer.join().unwrap();
-        let answered = match outcome {
-            Outcome::Done(_) => 1,
-            Outcome::Pending => completed(&device, 1),
-        };
-        assert_eq!(answered, 1, "the committed head's QUERY pends forever");
-        assert_eq!(
-            event_sets(&device),
-            1,
-            "the waiter on the event is not woken"
-        );
-    });
 }
 
 /// The mapping's end lets go of its event while a producer may be setting it: the set
