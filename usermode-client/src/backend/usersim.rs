@@ -412,7 +412,8 @@ impl Handle {
             let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
             let (event_ready, reply_ready) = self.poll_two(event, left)?;
             if event_ready {
-                drain_eventfd(event);
+                // Not drained here: a read is a system call on the wake-up's path, and the
+                // next wait drains the counter before it sends its QUERY.
                 return Ok(true);
             }
             if reply_ready {

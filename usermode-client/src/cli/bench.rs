@@ -437,9 +437,9 @@ fn pipe_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
 pub const WAKE_SENDER_ENV: &str = "RINGMAP_BENCH_WAKE_SENDER";
 
 /// A plain cross-process wake-up: a child process (this binary again, as
-/// [`wake_sender`]) writes the time, then sets an eventfd this process is blocked reading,
-/// every 500 us, as the generator paces the device's wake-ups; this process measures from
-/// the stamp to its return.
+/// [`wake_sender`]) takes the time, sets an eventfd this process is blocked reading, then
+/// sends the time through a pipe, every 500 us, as the generator paces the device's
+/// wake-ups; this process measures from the stamp to its return from the eventfd's `read`.
 #[cfg(target_os = "linux")]
 fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
     use std::os::fd::AsRawFd;
@@ -488,7 +488,7 @@ fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
 }
 
 /// The child's side of [`eventfd_wake_latency`] (`spec` is [`WAKE_SENDER_ENV`]'s value):
-/// stamps then sets, paced. Returns the exit status.
+/// stamps, sets, then sends the stamp, paced. Returns the exit status.
 #[cfg(target_os = "linux")]
 pub fn wake_sender(spec: &str) -> u8 {
     use std::os::fd::{FromRawFd, OwnedFd};
@@ -501,10 +501,13 @@ pub fn wake_sender(spec: &str) -> u8 {
     // SAFETY: the descriptor the parent made and left open for this process, used only here.
     let event = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut out = std::io::stdout().lock();
+    // The stamp travels after the set, so that the wake-up measured is the eventfd's alone
+    // (the waiter reads the stamp once it is awake).
     let sent = paced(samples, || {
-        out.write_all(&monotonic_ns().to_le_bytes())?;
-        out.flush()?;
+        let stamp = monotonic_ns();
         rustix::io::write(&event, &1u64.to_ne_bytes())?;
+        out.write_all(&stamp.to_le_bytes())?;
+        out.flush()?;
         Ok(())
     });
     if sent.is_ok() {
