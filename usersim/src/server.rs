@@ -33,7 +33,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -78,7 +78,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Waker {
     eventfd: OwnedFd,
     ready: Mutex<Vec<u64>>,
+    /// Connections with an event set (SET_EVENT): their QUERY replies may wait for the loop's
+    /// next turn ([`Connection::on_complete`]), so while there are any, and a system thread
+    /// runs that could complete one, the loop turns at least every [`EVENT_REPLY_DELAY`].
+    with_event: AtomicUsize,
 }
+
+/// The longest a QUERY's reply waits for the loop once the connection's event is set.
+const EVENT_REPLY_DELAY: Duration = Duration::from_millis(10);
 
 impl Waker {
     fn new() -> io::Result<Waker> {
@@ -88,6 +95,7 @@ impl Waker {
                 rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
             )?,
             ready: Mutex::new(Vec::new()),
+            with_event: AtomicUsize::new(0),
         })
     }
 
@@ -154,6 +162,9 @@ struct Connection {
     waker: Arc<Waker>,
     /// The socket, for a completion that may send its reply itself (`None`: fuzzing).
     stream: Option<Arc<UnixStream>>,
+    /// The client has an event set (SET_EVENT): it wakes on that, not on a QUERY's reply.
+    /// Written by the loop only.
+    event_set: AtomicBool,
 }
 
 /// A reply's bytes on the wire: its header, then its body.
@@ -182,17 +193,27 @@ impl Connection {
         });
     }
 
-    /// The I/O manager's completion routine of an IRP of this connection. A QUERY completed
-    /// on another thread (a producer's wake-up) sends its reply from there, without
-    /// blocking, if nothing is queued before it: the consumer wakes one hop sooner, and the
-    /// loop only lets the IRP go when it next serves the connection. Anything else, or a
-    /// reply the socket does not take whole, goes through the loop.
+    /// The I/O manager's completion routine of an IRP of this connection.
+    ///
+    /// A QUERY completed on another thread (a producer's wake-up) of a connection with an
+    /// event set is queued for the loop's next turn, without waking it: the driver set the
+    /// client's event in the same step, which is what the client waits on, and anything more
+    /// the producer's thread does before it sleeps, or any other thread it wakes, delays that
+    /// client (on two cores it is woken onto the producer's core; measured by `ringmap bench`:
+    /// the wake-up took twice as long when the producer sent the reply itself). The loop
+    /// sends it when it next turns: at the client's next message, or within
+    /// [`EVENT_REPLY_DELAY`] (see [`Loop::run`]). A QUERY of a connection without an event
+    /// sends its reply from the completing thread, without blocking, if nothing is queued
+    /// before it (the loop lets the IRP go when it next serves the connection). Anything
+    /// else, or a reply the socket does not take whole, goes through the loop, woken.
     fn on_complete(self: &Arc<Self>, id: u64, request: Request) -> wdk_usersim::sim::OnComplete {
         let connection = self.clone();
         Box::new(move |status, output| {
-            let replied = request == Request::Query
-                && !ON_LOOP.with(Cell::get)
-                && connection.send_now(id, status as u32, output);
+            let off_loop = request == Request::Query && !ON_LOOP.with(Cell::get);
+            // Relaxed: written by the loop, which also sent the QUERY; a stale answer only
+            // picks the other, equally correct, way of delivering the reply.
+            let lazy = off_loop && connection.event_set.load(Ordering::Relaxed);
+            let replied = off_loop && !lazy && connection.send_now(id, status as u32, output);
             lock(&connection.completed).push(Completed {
                 id,
                 request,
@@ -200,12 +221,25 @@ impl Connection {
                 output: if replied { Vec::new() } else { output.to_vec() },
                 replied,
             });
-            if replied {
+            if replied || lazy {
                 connection.waker.note(connection.id);
             } else {
                 connection.waker.wake(Some(connection.id));
             }
         })
+    }
+
+    /// Notes whether the client has an event set now (SET_EVENT succeeded), for the loop's
+    /// count of such connections.
+    fn note_event(&self, set: bool) {
+        // Relaxed: the flag and the count are read as hints (see `on_complete`, `Loop::run`).
+        if self.event_set.swap(set, Ordering::Relaxed) != set {
+            if set {
+                self.waker.with_event.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.waker.with_event.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Sends a reply at once if the outbox is empty: `true` if the socket took some of it
@@ -358,6 +392,9 @@ impl Handle {
             self.shared.on_complete(id, Request::SetEvent),
         );
         debug_assert!(irp.result().is_some(), "SET_EVENT never pends");
+        if irp.result().is_some_and(|(status, _)| status >= 0) {
+            self.shared.note_event(handle.is_some());
+        }
         if let Some(handle) = handle {
             sim.close_user_handle(handle);
         }
@@ -540,6 +577,7 @@ pub fn feed_connection(driver: &LoadedDriver, chunks: &[&[u8]]) -> io::Result<us
         completed: Mutex::new(Vec::new()),
         waker: Arc::new(Waker::new()?),
         stream: None,
+        event_set: AtomicBool::new(false),
     });
     let mut handle = Handle::open(&driver.sim, u64::from(std::process::id()), shared.clone());
     let mut framer = Framer::new(16 + driver.capacity.as_u64());
@@ -957,6 +995,10 @@ impl Loop {
             tv_sec: tick.as_secs() as i64,
             tv_nsec: tick.subsec_nanos().into(),
         };
+        let event_reply_timeout = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: EVENT_REPLY_DELAY.as_nanos() as i64,
+        };
         let mut last_sweep = Instant::now();
         ON_LOOP.with(|on| on.set(true));
         loop {
@@ -965,10 +1007,20 @@ impl Loop {
                 break;
             }
             events.clear();
+            // A QUERY completed by a system thread for a connection with an event set waits
+            // for this loop's next turn (`Connection::on_complete`): while that can happen,
+            // turn at least every EVENT_REPLY_DELAY. Relaxed: a hint; a connection whose
+            // event was set just now has a QUERY in this loop's hands, not yet pended.
+            let prompt = self.waker.with_event.load(Ordering::Relaxed) > 0
+                && self.driver.sim.system_threads_running();
             match epoll::wait(
                 &self.epoll,
                 rustix::buffer::spare_capacity(&mut events),
-                Some(&timeout),
+                Some(if prompt {
+                    &event_reply_timeout
+                } else {
+                    &timeout
+                }),
             ) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -1090,6 +1142,7 @@ impl Loop {
                 completed: Mutex::new(Vec::new()),
                 waker: self.waker.clone(),
                 stream: Some(stream.clone()),
+                event_set: AtomicBool::new(false),
             });
             shared.queue(GREETING_ID, 0, &[], Vec::new());
             self.connections.insert(
@@ -1303,6 +1356,7 @@ impl Loop {
         }
         // Its mapping and pending QUERY go (the QUERY's completion lands in a connection
         // nobody serves any more).
+        client.handle.shared.note_event(false);
         client.handle.close(&self.driver.sim);
         let _ = client.stream.shutdown(std::net::Shutdown::Both);
     }

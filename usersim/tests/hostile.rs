@@ -384,6 +384,67 @@ fn set_event_takes_only_an_eventfd_the_client_sent_and_a_flood_of_descriptors_en
     assert!(report.is_clean(), "{report}");
 }
 
+/// A QUERY completed by a producer of the driver (a generator thread) for a connection with
+/// an event set waits for the loop's next turn instead of being sent from the producer's
+/// thread; a client that waits on the socket alone still gets it, though it sends nothing.
+#[test]
+fn a_query_completed_by_a_producer_reaches_a_client_with_an_event_that_waits_on_the_socket() {
+    if as_child() {
+        return;
+    }
+    use ringmap_core::abi::{GenerateRequest, QueryReply, QueryRequest};
+    use std::os::fd::AsFd;
+    let server = server("event-reply", 1 << 16);
+    let mut raw = Raw::connect(&server);
+    raw.request(Request::Map, 1, &empty_request(), 4096);
+    assert_eq!(raw.receive().0.status, 0);
+    let event = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    raw.set_event(2, 1, &[event.as_fd()]);
+    assert_eq!(raw.receive().0.status, 0);
+    for round in 0..3u64 {
+        let id = 10 + 2 * round;
+        // The ring is empty at the consumer's position: the QUERY pends.
+        let position = round * ringmap_core::record::padded_size(16);
+        raw.request(
+            Request::Query,
+            id,
+            QueryRequest::new(position).as_bytes(),
+            QueryReply::SIZE,
+        );
+        // One record, from a generator thread of the driver's: its commit completes the
+        // QUERY on that thread.
+        let mut control = Raw::connect(&server);
+        control.request(
+            Request::Generate,
+            1,
+            GenerateRequest::start(1, 16, 0, 1).as_bytes(),
+            64,
+        );
+        assert_eq!(control.receive().0.status, 0);
+        // Nothing more is sent on this connection: the reply must come by itself.
+        raw.stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let (header, body, _) = raw.receive();
+        assert_eq!((header.id, header.status), (id, 0), "round {round}");
+        let reply = QueryReply::read_exact(&body).unwrap();
+        assert!(reply.producer_offset > position, "round {round}: {reply:?}");
+        let mut count = [0u8; 8];
+        assert_eq!(rustix::io::read(&event, &mut count).unwrap(), 8);
+        assert_eq!(
+            u64::from_ne_bytes(count),
+            1,
+            "round {round}: the completion set it"
+        );
+        // The counted run is over; stop it so that the next round may start one.
+        control.request(Request::Generate, 2, GenerateRequest::stop().as_bytes(), 64);
+        assert_eq!(control.receive().0.status, 0);
+    }
+    drop(raw);
+    let report = server.stop();
+    assert!(report.is_clean(), "{report}");
+}
+
 /// A server in a child process (this test binary again, running `test` in the child role),
 /// so that its descriptors and memory are its own.
 struct ChildServer {

@@ -595,6 +595,14 @@ impl Sim {
         number as u64
     }
 
+    /// Whether a system thread (`PsCreateSystemThread`) of this kernel is still running.
+    pub fn system_threads_running(&self) -> bool {
+        let k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        k.threads
+            .iter()
+            .any(|t| !*t.ended.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// The violations so far.
     pub fn violations(&self) -> Vec<Violation> {
         let _in = self.enter();
