@@ -928,6 +928,19 @@ fn bench_json_is_one_object_with_both_tables() {
             "{report}"
         );
     }
+    // The wake-up is measured in interleaved reps too, each a p50 ratio, judged by the goal.
+    let wake = &report["wake_latency"];
+    assert_eq!(wake["reps"], 3, "{report}");
+    assert_eq!(wake["samples"], 18, "{report}");
+    let ratios = wake["p50_ratio_per_rep_sorted"].as_array().expect("ratios");
+    assert_eq!(ratios.len(), 3, "{report}");
+    assert_eq!(wake["p50_ratio_median"], ratios[1], "{report}");
+    assert_eq!(wake["goal_max_p50_ratio"], 1.5, "{report}");
+    assert_eq!(
+        wake["goal_met"].as_bool(),
+        Some(ratios[1].as_f64().unwrap() <= 1.5),
+        "{report}"
+    );
 }
 
 #[test]
