@@ -259,7 +259,7 @@ impl Device {
             device: self,
             #[cfg(any(target_os = "linux", windows))]
             notifying: false,
-            #[cfg(target_os = "linux")]
+            #[cfg(any(target_os = "linux", windows))]
             event: None,
         })
     }
@@ -405,6 +405,9 @@ pub struct Mapping<'d> {
     /// The mapping's event (SET_EVENT), made at the first [`Mapping::wait_ready`].
     #[cfg(target_os = "linux")]
     event: Option<std::os::fd::OwnedFd>,
+    /// The mapping's event (SET_EVENT), made at the first [`Mapping::wait_ready`].
+    #[cfg(windows)]
+    event: Option<backend::Event>,
 }
 
 impl Mapping<'_> {
@@ -457,7 +460,7 @@ impl Mapping<'_> {
     /// the timeout passed first. Unlike [`wait`](Self::wait) it waits on the mapping's event
     /// (SET_EVENT, made on first use), which the device sets in the same step that
     /// completes the QUERY, so the wake-up does not wait for the request's completion to
-    /// travel back (on Windows, for now, it is [`wait`](Self::wait)).
+    /// travel back.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), ringmap_client::Error> {
@@ -486,6 +489,23 @@ impl Mapping<'_> {
                     .device
                     .handle
                     .wait_event(event.as_fd(), input.as_bytes(), timeout);
+            }
+        }
+        #[cfg(windows)]
+        if !self.notifying {
+            if self.event.is_none() {
+                let event = backend::new_event()?;
+                match self.device.handle.set_event(&event)? {
+                    Ok(()) => self.event = Some(event),
+                    Err(status) => return Err(status_error(Request::SetEvent, status)),
+                }
+            }
+            if let Some(event) = &self.event {
+                let input = QueryRequest::new(self.consumer.position());
+                return self
+                    .device
+                    .handle
+                    .wait_event(event, input.as_bytes(), timeout);
             }
         }
         Ok(self.wait(timeout)?.is_some())
@@ -581,6 +601,12 @@ impl Mapping<'_> {
     /// [`AsRawHandle`]: https://doc.rust-lang.org/std/os/windows/io/trait.AsRawHandle.html
     #[cfg(any(target_os = "linux", windows))]
     pub fn notify(&mut self) -> Result<(), Error> {
+        // A QUERY that `wait_ready` left outstanding (its event came first) is not the
+        // readiness QUERY of this position.
+        #[cfg(windows)]
+        if !self.notifying && self.event.is_some() {
+            self.device.handle.disarm()?;
+        }
         self.notifying = true;
         self.arm()
     }
@@ -828,6 +854,11 @@ impl std::os::windows::io::AsRawHandle for Mapping<'_> {
 impl Drop for Mapping<'_> {
     fn drop(&mut self) {
         self.stop_notifying();
+        // The QUERY `wait_ready` may have left outstanding (Windows) ends with the mapping.
+        #[cfg(windows)]
+        if self.event.is_some() {
+            let _ = self.device.handle.disarm();
+        }
         // UNMAP first, while the consumer page still says what was returned; then the views.
         let _ = self
             .device

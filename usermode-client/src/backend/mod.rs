@@ -11,4 +11,4 @@ pub(crate) use usersim::{Handle, View, monotonic_ns, new_eventfd};
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub(crate) use windows::{Handle, View, monotonic_ns};
+pub(crate) use windows::{Event, Handle, View, monotonic_ns, new_event};

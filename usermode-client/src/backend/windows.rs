@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::ptr;
 use std::time::Duration;
 
-use ringmap_core::abi::{MapReply, Request, Status, WIN32_DEVICE_PATH, Wire};
+use ringmap_core::abi::{MapReply, Request, SetEventRequest, Status, WIN32_DEVICE_PATH, Wire};
 use ringmap_core::{Capacity, PAGE_SIZE};
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_ACCESS_DENIED, ERROR_BAD_COMMAND, ERROR_BUSY, ERROR_DEVICE_NOT_CONNECTED,
     ERROR_DEVICE_REMOVED, ERROR_FILE_NOT_FOUND, ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_FUNCTION,
     ERROR_INVALID_HANDLE, ERROR_INVALID_PARAMETER, ERROR_IO_PENDING, ERROR_NO_SYSTEM_RESOURCES,
     ERROR_OPERATION_ABORTED, ERROR_PATH_NOT_FOUND, ERROR_SHARING_VIOLATION, GENERIC_READ,
-    GENERIC_WRITE, GetLastError, HANDLE, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
+    GENERIC_WRITE, GetLastError, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, FILE_FLAG_OVERLAPPED, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING,
@@ -32,10 +32,35 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Performance::{QueryPerformanceCounter, QueryPerformanceFrequency};
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetCurrentProcess, INFINITE, ResetEvent, WaitForSingleObject,
+    CreateEventW, GetCurrentProcess, INFINITE, ResetEvent, WaitForMultipleObjects,
+    WaitForSingleObject,
 };
 
 use crate::Error;
+
+/// A mapping's event for SET_EVENT: a manual-reset event, closed when dropped (the driver
+/// holds its own reference while it has it).
+pub(crate) struct Event(HANDLE);
+
+// SAFETY: a kernel handle, valid in every thread of the process.
+unsafe impl Send for Event {}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: our handle, closed once.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// A new event for SET_EVENT.
+pub(crate) fn new_event() -> Result<Event, Error> {
+    // SAFETY: a new unnamed manual-reset event, initially not signalled.
+    let event = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
+    if event.is_null() {
+        return Err(Error::Io(io::Error::last_os_error()));
+    }
+    Ok(Event(event))
+}
 
 pub(crate) fn monotonic_ns() -> u64 {
     let mut count = 0i64;
@@ -231,6 +256,67 @@ impl Handle {
             }
         }
         Ok(())
+    }
+
+    /// SET_EVENT: gives the driver `event` to set in the step that completes a QUERY of
+    /// this handle's mapping (and when the mapping ends).
+    pub(crate) fn set_event(&self, event: &Event) -> Result<Result<(), Status>, Error> {
+        let input = SetEventRequest::new(event.0 as u64);
+        Ok(self
+            .ioctl(Request::SetEvent.ioctl(), input.as_bytes(), 0, None)?
+            .map(|_| ()))
+    }
+
+    /// Starts a QUERY with `input` and waits up to `timeout` (`None`: for ever) for the
+    /// first of `event` (set by the driver in the step that completes it) and the QUERY's
+    /// own completion: `true` once the record is committed, `false` if the timeout passed
+    /// (the QUERY is cancelled then). A QUERY whose event came first is left outstanding
+    /// (it completed in that step) and collected by the next call.
+    pub(crate) fn wait_event(
+        &self,
+        event: &Event,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<bool, Error> {
+        // The QUERY an earlier wake-up on the event left: completed when its record was
+        // committed (collected at once), or, if it still pends, cancelled.
+        if self.armed.borrow().is_some() && self.wait_armed(Some(Duration::ZERO))?.is_none() {
+            self.disarm()?;
+        }
+        // SAFETY: our event; the driver sets it again when the QUERY below completes.
+        unsafe { ResetEvent(event.0) };
+        self.arm(input)?;
+        let ms = timeout.map_or(INFINITE, |timeout| {
+            u32::try_from(timeout.as_millis())
+                .unwrap_or(INFINITE - 1)
+                .min(INFINITE - 1)
+        });
+        let handles = [event.0, self.ready];
+        // SAFETY: waits on two events of ours, for either.
+        let woke = unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, ms) };
+        if woke == WAIT_OBJECT_0 {
+            return Ok(true);
+        }
+        if woke == WAIT_OBJECT_0 + 1 {
+            // The QUERY ended first: its status says whether the record is committed.
+            let query = self.armed.borrow_mut().take().expect("armed above");
+            let mut bytes = 0u32;
+            // SAFETY: the request described by `query.overlapped` completed (its event is
+            // signalled); bWait makes sure of it before the box is dropped.
+            let ok = unsafe { GetOverlappedResult(self.file, &query.overlapped, &mut bytes, 1) };
+            if ok == 0 {
+                return match from_win32(last_error())? {
+                    Status::Cancelled => Ok(false),
+                    status => Err(Error::Status(status)),
+                };
+            }
+            return Ok(true);
+        }
+        if woke == WAIT_TIMEOUT {
+            self.disarm()?;
+            return Ok(false);
+        }
+        Err(Error::Io(io::Error::last_os_error()))
     }
 
     /// The event that is signalled while the readiness QUERY has completed and not been
