@@ -186,17 +186,22 @@ fn a_query_on_a_cleaned_up_handle_is_refused() {
 #[test]
 fn generate_starts_and_stops_its_threads() {
     let (sim, file) = loaded();
+    assert!(!sim.system_threads_running());
+    // Unbounded and paced, so that its threads still run when they are counted.
     let (code, _) = send(
         &sim,
         file,
         Request::Generate,
-        &GenerateRequest::start(2, 16, 0, 100),
+        &GenerateRequest::start(2, 16, 1000, 0),
         64,
     )
     .wait();
     assert_eq!(code, STATUS_SUCCESS);
+    assert!(sim.system_threads_running(), "two generator threads run");
     let (code, _) = send(&sim, file, Request::Generate, &GenerateRequest::stop(), 64).wait();
     assert_eq!(code, STATUS_SUCCESS);
+    // The stop joined them: their start routines have returned.
+    assert!(!sim.system_threads_running());
     sim.close(file);
     sim.assert_clean_unload();
 }

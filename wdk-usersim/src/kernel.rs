@@ -230,6 +230,8 @@ pub(crate) struct Kernel {
     pub(crate) regions: BTreeMap<usize, Region>,
     pub(crate) mdls: HashMap<usize, MdlInfo>,
     pub(crate) threads: Vec<Arc<ThreadRecord>>,
+    /// System threads whose start routine has not returned.
+    pub(crate) running_threads: usize,
     pub(crate) joins: Vec<JoinHandle<()>>,
     pub(crate) violations: Vec<Violation>,
     pub(crate) driver: u64,

@@ -718,6 +718,7 @@ pub unsafe fn PsCreateSystemThread(
     let h = k.id();
     k.kernel_handles.insert(h, object);
     k.threads.push(record.clone());
+    k.running_threads += 1;
     let context = SendPtr(context);
     let join = kernel::spawn_in_kernel(move || {
         let context = context;
@@ -734,6 +735,7 @@ pub unsafe fn PsCreateSystemThread(
                 ),
             );
         }
+        kernel().running_threads -= 1;
         *record.ended.lock().unwrap_or_else(|e| e.into_inner()) = true;
         record.ended_cv.notify_all();
     });

@@ -597,10 +597,12 @@ impl Sim {
 
     /// Whether a system thread (`PsCreateSystemThread`) of this kernel is still running.
     pub fn system_threads_running(&self) -> bool {
-        let k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
-        k.threads
-            .iter()
-            .any(|t| !*t.ended.lock().unwrap_or_else(|e| e.into_inner()))
+        // A count, not a walk of every thread the kernel made: the loop asks at every turn.
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .running_threads
+            > 0
     }
 
     /// The violations so far.
