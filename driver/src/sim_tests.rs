@@ -207,6 +207,26 @@ fn generate_starts_and_stops_its_threads() {
 }
 
 #[test]
+fn starting_and_stopping_the_generator_again_and_again_keeps_no_record_of_old_threads() {
+    let (sim, file) = loaded();
+    for _ in 0..50 {
+        let start = GenerateRequest::start(2, 16, 0, 1);
+        let (code, _) = send(&sim, file, Request::Generate, &start, 64).wait();
+        assert_eq!(code, STATUS_SUCCESS);
+        let (code, _) = send(&sim, file, Request::Generate, &GenerateRequest::stop(), 64).wait();
+        assert_eq!(code, STATUS_SUCCESS);
+    }
+    // The last run's two, at most: every earlier thread ended and was waited for.
+    assert!(
+        sim.system_thread_records() <= 2,
+        "{}",
+        sim.system_thread_records()
+    );
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
+#[test]
 fn no_generator_thread_escapes_when_referencing_it_fails() {
     let (sim, file) = loaded();
     sim.fail_thread_references(1);

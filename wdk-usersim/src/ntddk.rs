@@ -717,6 +717,14 @@ pub unsafe fn PsCreateSystemThread(
     });
     let h = k.id();
     k.kernel_handles.insert(h, object);
+    // Threads that ended and were waited for are checked no more (the device's removal
+    // looks for ended threads nobody waited for): let them go, so that a client starting
+    // and stopping the generator for ever does not grow the kernel's tables.
+    k.threads.retain(|t| {
+        // Relaxed: see KeWaitForSingleObject.
+        !(*t.ended.lock().unwrap_or_else(|e| e.into_inner()) && t.waited.load(Ordering::Relaxed))
+    });
+    k.joins.retain(|join| !join.is_finished());
     k.threads.push(record.clone());
     k.running_threads += 1;
     let context = SendPtr(context);

@@ -605,6 +605,16 @@ impl Sim {
             > 0
     }
 
+    /// How many system threads the kernel still keeps a record of (running, or ended and
+    /// not yet waited for, or not yet let go).
+    pub fn system_thread_records(&self) -> usize {
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .threads
+            .len()
+    }
+
     /// The violations so far.
     pub fn violations(&self) -> Vec<Violation> {
         let _in = self.enter();
