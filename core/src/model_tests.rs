@@ -274,6 +274,15 @@ fn config() -> ProptestConfig {
     ProptestConfig {
         cases: if cfg!(miri) { 4 } else { 256 },
         failure_persistence: None,
+        // Under miri the cases are fixed: a few, the same in every run. With random ones a
+        // CI run met an internal error of miri's weak-memory emulation ("cannot have empty
+        // store buffer when previous write was atomic", nightly 2026-05-19) in one of them;
+        // the random cases run natively, 256 a run.
+        rng_seed: if cfg!(miri) {
+            proptest::test_runner::RngSeed::Fixed(11)
+        } else {
+            proptest::test_runner::RngSeed::Random
+        },
         ..ProptestConfig::default()
     }
 }
