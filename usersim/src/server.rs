@@ -199,8 +199,9 @@ impl Connection {
     /// event set is queued for the loop's next turn, without waking it: the driver set the
     /// client's event in the same step, which is what the client waits on, and anything more
     /// the producer's thread does before it sleeps, or any other thread it wakes, delays that
-    /// client (on two cores it is woken onto the producer's core; measured by `ringmap bench`:
-    /// the wake-up took twice as long when the producer sent the reply itself). The loop
+    /// client (on two cores it is woken onto the producer's core; `ringmap bench`, interleaved
+    /// against the build before: the p50 ratio to an eventfd wake-up fell from 3.5x to 2.7x
+    /// on a loaded machine, 1.25x to 1.15x on a quieter one). The loop
     /// sends it when it next turns: at the client's next message, or within
     /// [`EVENT_REPLY_DELAY`] (see [`Loop::run`]). A QUERY of a connection without an event
     /// sends its reply from the completing thread, without blocking, if nothing is queued
