@@ -402,11 +402,9 @@ pub struct Mapping<'d> {
     /// Readiness for event loops is on ([`Mapping::notify`]): a QUERY stays armed.
     #[cfg(any(target_os = "linux", windows))]
     notifying: bool,
-    /// The mapping's event (SET_EVENT), made at the first [`Mapping::wait_ready`].
-    #[cfg(target_os = "linux")]
-    event: Option<std::os::fd::OwnedFd>,
-    /// The mapping's event (SET_EVENT), made at the first [`Mapping::wait_ready`].
-    #[cfg(windows)]
+    /// The mapping's event (SET_EVENT: an eventfd on Linux, an event object on Windows),
+    /// made at the first [`Mapping::wait_ready`].
+    #[cfg(any(target_os = "linux", windows))]
     event: Option<backend::Event>,
 }
 
@@ -473,25 +471,7 @@ impl Mapping<'_> {
     /// # }
     /// ```
     pub fn wait_ready(&mut self, timeout: Option<Duration>) -> Result<bool, Error> {
-        #[cfg(target_os = "linux")]
-        if !self.notifying {
-            use std::os::fd::AsFd;
-            if self.event.is_none() {
-                let event = backend::new_eventfd()?;
-                match self.device.handle.set_event(event.as_fd())? {
-                    Ok(()) => self.event = Some(event),
-                    Err(status) => return Err(status_error(Request::SetEvent, status)),
-                }
-            }
-            if let Some(event) = &self.event {
-                let input = QueryRequest::new(self.consumer.position());
-                return self
-                    .device
-                    .handle
-                    .wait_event(event.as_fd(), input.as_bytes(), timeout);
-            }
-        }
-        #[cfg(windows)]
+        #[cfg(any(target_os = "linux", windows))]
         if !self.notifying {
             if self.event.is_none() {
                 let event = backend::new_event()?;

@@ -6,7 +6,7 @@
 #[cfg(target_os = "linux")]
 mod usersim;
 #[cfg(target_os = "linux")]
-pub(crate) use usersim::{Handle, View, monotonic_ns, new_eventfd};
+pub(crate) use usersim::{Event, Handle, View, monotonic_ns, new_event};
 
 #[cfg(windows)]
 mod windows;

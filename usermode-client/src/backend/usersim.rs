@@ -351,7 +351,8 @@ impl Handle {
 
     /// SET_EVENT with `event` (an eventfd), which travels with the message (`SCM_RIGHTS`);
     /// `Ok(Err(status))` if the device refused it.
-    pub(crate) fn set_event(&self, event: BorrowedFd<'_>) -> Result<Result<(), Status>, Error> {
+    pub(crate) fn set_event(&self, event: &Event) -> Result<Result<(), Status>, Error> {
+        let event = event.as_fd();
         let id = self.new_id();
         let input = SetEventRequest::new(1);
         let header = RequestHeader {
@@ -399,10 +400,11 @@ impl Handle {
     /// `Err` if the device refused the QUERY.
     pub(crate) fn wait_event(
         &self,
-        event: BorrowedFd<'_>,
+        event: &Event,
         input: &[u8],
         timeout: Option<Duration>,
     ) -> Result<bool, Error> {
+        let event = event.as_fd();
         // A setting left over (an earlier QUERY's, or a mapping's end) is not this one's.
         drain_eventfd(event);
         let id = self.new_id();
@@ -486,8 +488,11 @@ fn drain_eventfd(event: BorrowedFd<'_>) {
     let _ = rustix::io::read(event, &mut count);
 }
 
+/// A mapping's event for SET_EVENT: an eventfd (the Windows backend's is an event object).
+pub(crate) type Event = OwnedFd;
+
 /// A new eventfd for SET_EVENT (non-blocking, so that draining it never waits).
-pub(crate) fn new_eventfd() -> Result<OwnedFd, Error> {
+pub(crate) fn new_event() -> Result<Event, Error> {
     rustix::event::eventfd(
         0,
         rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,

@@ -197,8 +197,8 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
     }
     device_wake.sort_unstable();
     pipe_wake.sort_unstable();
-    p50_ratios.sort_by(f64::total_cmp);
-    let p50_ratio = (!p50_ratios.is_empty()).then(|| median(&mut p50_ratios.clone()));
+    // `median` sorts them too, for the range and the JSON below.
+    let p50_ratio = (!p50_ratios.is_empty()).then(|| median(&mut p50_ratios));
     let wake_goal_met = p50_ratio.map(|ratio| ratio <= WAKE_GOAL);
     if table {
         outln!(
