@@ -181,6 +181,8 @@ pub struct KernelPage {
     /// 0 when no query waits; otherwise the offset of the head record it waits for, plus one
     /// (see [`crate::notify`]).
     pub(crate) armed: CacheLine<AtomicU64>,
+    /// Claims left to whoever publishes up to their start (see [`crate::publish`]).
+    pub(crate) offers: CacheLine<crate::publish::Offers>,
     /// Reservations refused because the ring was full.
     pub(crate) dropped: CacheLine<AtomicU64>,
     /// Records discarded (off the submit path: only discards write it).

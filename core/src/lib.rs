@@ -2,7 +2,8 @@
 //!
 //! This crate is what the Windows driver and the Linux user-mode simulation host (`usersim`)
 //! share: the memory layout ([`layout`]), the record format ([`record`]), the producer side
-//! ([`producer`]: reserve, submit, discard), the consumer side ([`consumer`]: batches of
+//! ([`producer`]: reserve, submit, discard; [`publish`]: claims made visible in order, with
+//! no producer waiting for another), the consumer side ([`consumer`]: batches of
 //! borrowed records), the validated consumer offset that protects producers from a hostile
 //! consumer ([`consumer_offset`]), the arm / check handshake of the asynchronous query
 //! ([`notify`]), and where the ring's memory comes from ([`placement`]).
@@ -24,6 +25,7 @@ pub mod mapping;
 pub mod notify;
 pub mod placement;
 pub mod producer;
+mod publish;
 pub mod record;
 mod sync;
 

@@ -3,15 +3,14 @@
 //!
 //! Reserve is a compare-and-swap of the reserve offset (kernel page), checked against the
 //! validated consumer offset so that no record still being read or written is overwritten. The
-//! reserving producer then writes the record's header with LOCKED set, waits until every
-//! earlier reservation is published (`producer_offset == start`), and publishes its own with a
-//! release store of the producer offset. Offsets are therefore published in reservation order,
-//! and every header below the producer offset is written: the consumer never sees an
-//! uninitialised record (the seed's `buggy_publish_before_lock` bug).
+//! reserving producer then writes the record's header with LOCKED set and publishes it
+//! ([`crate::publish`]): the producer offset passes claims in claim order only, so every
+//! header below it is written and the consumer never sees an uninitialised record (the seed's
+//! `buggy_publish_before_lock` bug). A producer whose earlier claims are not yet published
+//! leaves its claim to whoever publishes them, and goes on.
 //!
-//! In the kernel a reserve runs at DISPATCH_LEVEL, so a producer that waits for an earlier one
-//! cannot have preempted it on the same processor; in user mode [`Hooks::relax`] decides how
-//! to wait.
+//! [`Ring::write`] and [`Ring::write_batch`] copy the payloads and write committed headers
+//! before the publish, so the consumer never meets their records LOCKED.
 
 use core::fmt;
 
@@ -22,8 +21,8 @@ use crate::sync::{Ordering, fence, spin_hint};
 
 /// What the host does for the ring at the two places the ring cannot decide alone.
 pub trait Hooks: Sync {
-    /// A producer just committed the record at `head` of `ring`, and a query was armed for
-    /// exactly that record ([`Ring::arm_query`]). The host completes the query if it still
+    /// A producer just committed or published the record at `head` of `ring`, which is now
+    /// both, and a query was armed for exactly that record ([`Ring::arm_query`]). The host completes the query if it still
     /// waits for it ([`Ring::disarm_query_for`] tells, under the host's query lock). Runs in
     /// the producer's context, at the producer's IRQL in the kernel.
     fn wake_query(&self, ring: &Ring<Self>, head: u64)
@@ -33,10 +32,11 @@ pub trait Hooks: Sync {
         let _ = (ring, head);
     }
 
-    /// A producer waits for an earlier producer to publish; `spins` counts the waits so far.
-    /// The default is a CPU spin hint, right in the kernel where the wait runs at
-    /// DISPATCH_LEVEL; a user-mode host with more producer threads than processors should
-    /// yield after a few spins.
+    /// A producer waits for an earlier producer to publish (only when its claim's slot in the
+    /// offer table is taken, see [`crate::publish`]); `spins` counts the waits so far. The
+    /// default is a CPU spin hint, right in the kernel where the wait runs at DISPATCH_LEVEL;
+    /// a user-mode host with more producer threads than processors should yield after a few
+    /// spins.
     fn relax(&self, spins: u32) {
         let _ = spins;
         spin_hint();
@@ -126,6 +126,7 @@ impl<H: Hooks> Ring<H> {
             .0
             .store(0, Ordering::Relaxed);
         kernel.armed.0.store(0, Ordering::Relaxed);
+        kernel.offers.0.clear();
         kernel.dropped.0.store(0, Ordering::Relaxed);
         kernel.discarded.0.store(0, Ordering::Relaxed);
         kernel.consumed.0.store(0, Ordering::Relaxed);
@@ -163,8 +164,8 @@ impl<H: Hooks> Ring<H> {
     ///
     /// Fails at once, changing nothing, for 0 bytes, more than 2^30 - 1, or a record larger
     /// than the ring; fails with [`ReserveError::Full`] (and counts a drop) when the consumer
-    /// has not returned enough space. Never waits for the consumer; waits only, briefly, for
-    /// producers that reserved earlier to publish.
+    /// has not returned enough space. Never waits for the consumer, nor (but on a collision in
+    /// the offer table, see [`crate::publish`]) for producers that reserved earlier.
     #[inline]
     pub fn reserve(&self, len: usize) -> Result<Reservation<'_, H>, ReserveError> {
         let size = self.checked_size(len)?;
@@ -275,47 +276,28 @@ impl<H: Hooks> Ring<H> {
         Room::Full
     }
 
-    /// Publishes the claimed range `start..end`, whose headers are written: waits until every
-    /// earlier claim is published (`producer_offset == start`), then moves the producer offset
-    /// to `end`.
-    #[inline]
-    fn publish(&self, start: u64, end: u64) {
-        let producer_offset = self.placement.data().producer_offset();
-        let mut spins = 0u32;
-        // Acquire: the producer before us released its header with the value we wait for.
-        // Our release below is a plain store, which does not continue that producer's release
-        // sequence, so we must acquire its header ourselves to pass it on to the consumer.
-        while producer_offset.load(Ordering::Acquire) != start {
-            self.hooks.relax(spins);
-            spins = spins.wrapping_add(1);
-        }
-        // Release: a consumer that acquires `end` sees our headers (and, for a batch, our
-        // payloads) and, through the acquire above, every earlier one.
-        producer_offset.store(end, Ordering::Release);
-    }
-
-    /// Reserves, copies `payload` in, and submits. Returns the record's offset.
+    /// Writes one record: claims room, copies `payload` in, writes its header committed and
+    /// publishes it (a batch of one, see [`write_batch`](Self::write_batch)): the consumer
+    /// never meets it LOCKED. Returns the record's offset. Fails as
+    /// [`reserve`](Self::reserve) does.
     #[inline]
     pub fn write(&self, payload: &[u8]) -> Result<u64, ReserveError> {
-        let mut reservation = self.reserve(payload.len())?;
-        reservation.payload().copy_from_slice(payload);
-        let offset = reservation.offset();
-        reservation.submit();
-        Ok(offset)
+        self.write_batch(core::slice::from_ref(&payload))
     }
 
     /// Writes several records with one claim and one publish, for a producer that has more
     /// than one: one compare-and-swap claims room for all of them, the payloads are copied and
-    /// the headers written (already committed: no LOCKED phase), then one release store of
-    /// the producer offset makes them all visible at once, and one load of the armed word
-    /// wakes a query waiting for any of them. Returns the offset of the first record; the
+    /// the headers written (already committed: no LOCKED phase), then one publish makes them
+    /// all visible at once, and one load of the armed word wakes a query waiting for any of
+    /// them. Returns the offset of the first record; the
     /// others follow it in order.
     ///
     /// Fails at once, changing nothing, for no payload, an empty or too long payload, or
     /// records that together do not fit in the ring (`LargerThanRing` then gives the payload
     /// bytes of the whole batch); fails with [`ReserveError::Full`], counting every record of
     /// the batch as dropped, when the consumer has not returned room for all of them. A
-    /// producer that reserves after this claim waits for these copies before it publishes.
+    /// producer that claims after this claim and publishes first leaves its claim for this
+    /// one to publish (see [`crate::publish`]).
     ///
     /// Its ordering is modelled in `models/ring_buffer/RingBufferMP.tla` (`Batch`) and
     /// `core/tests/loom.rs` (`loom_batch_*`).
@@ -367,19 +349,10 @@ impl<H: Hooks> Ring<H> {
                 .store(page_offset_of(capacity.index(offset)), Ordering::Relaxed);
             offset += padded_size(payload.len() as u32);
         }
+        // The publish's SeqCst fence and load of the armed word wake a query waiting for
+        // any record of the batch: with the store of the producer offset as this side's
+        // store, as the header's store in `commit`.
         self.publish(start, offset);
-
-        // SeqCst fence: as in `commit`, with the publish's store of the producer offset as
-        // this side's store: `arm_query` stores the armed word, fences, then loads the
-        // producer offset (`is_committed`); one of the two sees the other's store. A query
-        // armed before the publish waits for a head below the producer offset then, so at
-        // most this batch's first record; the range check covers them all anyway.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the SeqCst fence just above, as in `commit`.
-        let armed = self.placement.kernel().armed.0.load(Ordering::Relaxed);
-        if armed.wrapping_sub(start + 1) < offset - start {
-            self.hooks.wake_query(self, armed - 1);
-        }
         Ok(start)
     }
 
@@ -442,9 +415,25 @@ impl<H: Hooks> Ring<H> {
         // word's cache line.
         fence(Ordering::SeqCst);
         // Relaxed: ordered by the fence above.
-        if self.placement.kernel().armed.0.load(Ordering::Relaxed) == start + 1 {
+        if self.placement.kernel().armed.0.load(Ordering::Relaxed) == start + 1
+            && self.published_past(start)
+        {
             self.hooks.wake_query(self, start);
         }
+    }
+
+    /// After the commit's SeqCst fence: whether the record at `start` is published. An
+    /// offered claim may be committed before the producer that takes its offer publishes it;
+    /// that producer's publish then wakes the query (the three-party meeting of
+    /// `Ring::committed_below` in `publish.rs`).
+    #[cold]
+    fn published_past(&self, start: u64) -> bool {
+        // Relaxed: ordered by the commit's SeqCst fence; decides only whether to wake.
+        self.placement
+            .data()
+            .producer_offset()
+            .load(Ordering::Relaxed)
+            > start
     }
 }
 

@@ -152,6 +152,8 @@ fn look_until_a_record(
     }
 }
 
+/// Two writers: the one whose claim is second finds the first unpublished in some runs and
+/// leaves an offer, which the first takes (`core/src/publish.rs`).
 #[test]
 fn loom_two_producers_publish_in_reservation_order() {
     model_reading("two producers", 1, |runs| {
@@ -268,6 +270,104 @@ fn loom_batch_commit_and_arm_never_lose_a_wakeup() {
             "the committed head completed the query exactly once"
         );
         assert!(!slot.pending);
+    });
+}
+
+/// Offers (`core/src/publish.rs`), with the offer table of two slots it has under loom:
+/// claims at 0, 16 and 32 share slot 0. One producer writes two records, the other one: in
+/// some runs the first producer's second claim finds its own first claim's offer in the slot
+/// and waits, until the other producer publishes 0 and takes that offer. Every record is
+/// published exactly once, in claim order, and no offer is left behind (the producer offset
+/// ends at the reserve offset).
+#[test]
+fn loom_offer_slot_taken_the_producer_waits_and_every_claim_is_published() {
+    model_bounded("offer collision", 2, || {
+        let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
+        let ring = Arc::new(ring);
+        let two = {
+            let ring = ring.clone();
+            thread::spawn(move || [ring.write(&[1; 8]).unwrap(), ring.write(&[2; 8]).unwrap()])
+        };
+        let one = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.write(&[3; 8]).unwrap())
+        };
+        let [first, second] = two.join().unwrap();
+        let third = one.join().unwrap();
+        assert_eq!(ring.producer_offset(), 48, "every claim published");
+        assert_eq!(ring.reserve_offset(), 48);
+        let mut expected = [(first, 1u8), (second, 2), (third, 3)];
+        expected.sort();
+        let seen: Vec<u8> = consumer.batch().iter().map(|r| r[0]).collect();
+        assert_eq!(
+            seen,
+            expected.map(|(_, id)| id),
+            "in claim order, each once"
+        );
+    });
+}
+
+/// The three-party meeting of `Ring::committed_below` (`core/src/publish.rs`): a written
+/// record and a reservation race for the first two claims; the consumer reads the first
+/// record and pends a query for the second while the producer of the first may be taking the
+/// second's offer and publishing it, and its producer may be committing it. The query is
+/// completed exactly once, and only once the record is committed and published: by the
+/// query's own check, the publisher's or the committer's wake-up.
+#[test]
+fn loom_offer_published_by_another_and_committed_by_its_own_never_loses_a_wakeup() {
+    model_reading("offer and wake", 3, |runs| {
+        let (ring, mut consumer) = HeapRing::new(ring_of(64), Waking::default());
+        let ring = Arc::new(ring);
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let ring = ring.clone();
+            let done = done.clone();
+            thread::spawn(move || {
+                ring.write(&[1; 8]).unwrap();
+                // Release: see `Runs::read_while`.
+                done.store(true, Ordering::Release);
+            })
+        };
+        let reserver = {
+            let ring = ring.clone();
+            let done = done.clone();
+            thread::spawn(move || {
+                let mut r = ring.reserve(8).unwrap();
+                r.payload().fill(2);
+                r.submit();
+                // Release: see `Runs::read_while`.
+                done.store(true, Ordering::Release);
+            })
+        };
+        // Reads the whole first batch: when it holds both records, the one claimed second
+        // may have been offered and published by the other producer, whose release passes
+        // the offerer's payload on (loom tracks the payload accesses).
+        let first = look_until_a_record(
+            &mut consumer,
+            || false,
+            |record| assert!(record.len() == 8 && record.iter().all(|&b| b == record[0])),
+        );
+        runs.read_while(&done);
+        if first == 1 {
+            let head = consumer.position();
+            pend_query(&ring, head);
+            let slot = ring.hooks().slot.lock().unwrap();
+            // A completion before the commit would be a wake-up for a LOCKED record.
+            assert!(
+                slot.completed == 0 || ring.is_committed(head),
+                "completed before the head was committed and published"
+            );
+        }
+        writer.join().unwrap();
+        reserver.join().unwrap();
+        let slot = ring.hooks().slot.lock().unwrap();
+        if first == 1 {
+            assert_eq!(
+                slot.completed, 1,
+                "the committed head completed the query once"
+            );
+            assert!(!slot.pending);
+        }
     });
 }
 
@@ -447,7 +547,11 @@ fn loom_query_arm_and_commit_never_lose_a_wakeup() {
         let ring = Arc::new(ring);
         let producer = {
             let ring = ring.clone();
-            thread::spawn(move || ring.write(&[5; 8]).unwrap())
+            thread::spawn(move || {
+                let mut r = ring.reserve(8).unwrap();
+                r.payload().fill(5);
+                r.submit();
+            })
         };
         // The query for the head at offset 0, as the device makes it.
         pend_query(&ring, 0);
@@ -520,6 +624,12 @@ impl Hooks for Waking {
         let mut slot = self.slot.lock().unwrap();
         if ring.disarm_query_for(head) {
             assert!(slot.pending);
+            // A producer wakes the query only for a committed, published head (its own loads
+            // saw both; these loads come later in the same thread, so they see as much).
+            assert!(
+                ring.is_committed(head),
+                "woken for a head not committed or published"
+            );
             slot.pending = false;
             slot.completed += 1;
         }

@@ -1,0 +1,254 @@
+//! The publish: producers move the producer offset over their claims in claim order, and no
+//! producer waits for another (but on a collision in the offer table, below).
+//!
+//! A claim whose headers are written is published when the producer offset passes it. The
+//! producer offset may pass a claim only when it reaches the claim's start, so claims are
+//! published in the order they were made. A producer that finds the producer offset at its
+//! start publishes its claim at once (the *owner*). One that finds an earlier claim still
+//! unpublished does not wait for it: it leaves an *offer* (its claim's start and size) in
+//! the offer table, in the kernel page, and goes on; whoever publishes up to that start takes
+//! the offer and publishes the claim with its own (it *combines* them). So a producer that is
+//! preempted between its claim and its publish holds up the consumer, which reads in order,
+//! but no other producer.
+//!
+//! The offer and the publish are a store-load pair on each side, like the query's arm and
+//! commit (`notify`): the offerer stores its offer, fences, and loads the producer offset;
+//! the owner stores the producer offset, fences, and loads the offer slot at its new end.
+//! With SeqCst fences on both sides, at least one of them sees the other's store. If the
+//! offerer sees the producer offset at its start, it takes its offer back with a
+//! compare-and-swap and publishes itself; if the owner sees the offer, it takes it with a
+//! compare-and-swap. Both may see each other: exactly one compare-and-swap succeeds, so
+//! exactly one of them publishes the claim, and no offer is left behind.
+//!
+//! The table has [`OFFER_SLOTS`] slots; a claim's slot is a hash of its start. Two claims
+//! offered at once may hash to one slot: the second then waits, as every producer did before
+//! offers, until the producer offset reaches its start ([`Hooks::relax`] decides how). An
+//! offer holds the low 32 bits of its start and its size; the claims in flight lie within
+//! one capacity (at most 2^30 bytes) of the producer offset, so no two have the same low
+//! start bits, and an offer at a slot is the claim at an offset only if they match.
+//!
+//! Modelled in `models/ring_buffer/RingBufferMP.tla` (`PubCheck`, `Offer`, `Recheck`,
+//! `Reclaim`, `FallbackWait`, `Advance`, `Combine`, `CheckArmedRange`) and loom-tested in
+//! `core/tests/loom.rs` (`loom_offer_*`).
+
+use crate::producer::{Hooks, Ring};
+use crate::record::LOCKED;
+use crate::sync::{AtomicU64, Ordering, fence};
+
+/// Slots of the offer table: more than the producers that are ever between their claim and
+/// their publish at once in the kernel (one per processor), and few enough for two cache
+/// lines' worth of loads to stay cheap. Two under loom, so that its models meet collisions.
+#[cfg(not(loom))]
+pub(crate) const OFFER_SLOTS: usize = 64;
+#[cfg(loom)]
+pub(crate) const OFFER_SLOTS: usize = 2;
+
+/// The offer table: in the kernel page, so no client ever reads or writes it. A zero slot is
+/// empty (an offer's size is never zero).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Offers {
+    slots: [AtomicU64; OFFER_SLOTS],
+}
+
+impl Default for Offers {
+    fn default() -> Offers {
+        Offers {
+            slots: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Offers {
+    /// The slot of the claim that starts at `start`: Fibonacci hashing of its 8-byte unit, so
+    /// that records of any one size spread over the table.
+    #[inline]
+    fn slot(&self, start: u64) -> &AtomicU64 {
+        let bits = OFFER_SLOTS.trailing_zeros();
+        let hash = (start >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits);
+        &self.slots[hash as usize % OFFER_SLOTS]
+    }
+
+    /// Empties every slot: a ring that starts has no claims.
+    pub(crate) fn clear(&self) {
+        for slot in &self.slots {
+            // Relaxed: as for the other stores of `Ring::new`: nobody shares the ring yet.
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An offer's word: the low 32 bits of the claim's start, and its size (at most the capacity,
+/// 2^30, never zero).
+#[inline]
+fn offer_word(start: u64, size: u64) -> u64 {
+    (start as u32 as u64) << 32 | size
+}
+
+/// The size of the claim at `start` that the offer `word` describes, if it describes it.
+#[inline]
+fn offered_size(word: u64, start: u64) -> Option<u64> {
+    (word != 0 && (word >> 32) as u32 == start as u32).then_some(word & 0xFFFF_FFFF)
+}
+
+impl<H: Hooks> Ring<H> {
+    /// Publishes the claim `start..end`, whose headers are written: at once if the producer
+    /// offset is at `start`, else by leaving an offer for the producer that publishes up to
+    /// `start`.
+    #[inline]
+    pub(crate) fn publish(&self, start: u64, end: u64) {
+        let producer_offset = self.placement().data().producer_offset();
+        // Acquire: the producer before us released the headers below `start` with the value
+        // we read. Our release in `advance` is a plain store, which does not continue that
+        // producer's release sequence, so we acquire its headers ourselves to pass them on.
+        if producer_offset.load(Ordering::Acquire) == start || self.offer(start, end) {
+            self.advance(start, end);
+        }
+    }
+
+    /// The producer offset was not at `start`: offers the claim `start..end`. True if the
+    /// caller must publish it after all (the producer offset reached `start` meanwhile, or
+    /// the offer's slot was taken and the caller waited for it).
+    #[cold]
+    #[inline(never)]
+    fn offer(&self, start: u64, end: u64) -> bool {
+        let producer_offset = self.placement().data().producer_offset();
+        let slot = self.placement().kernel().offers.0.slot(start);
+        let word = offer_word(start, end - start);
+        // Release on success: the owner that takes the offer (acquire) sees our headers and
+        // payloads, and passes them on with its release of the producer offset. Relaxed on
+        // failure: the slot's other offer tells us nothing we read.
+        if slot
+            .compare_exchange(0, word, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            // Another claim's offer holds the slot: wait for the producer offset, as before
+            // offers. Acquire: as in `publish`.
+            let mut spins = 0u32;
+            while producer_offset.load(Ordering::Acquire) != start {
+                self.hooks().relax(spins);
+                spins = spins.wrapping_add(1);
+            }
+            return true;
+        }
+        // SeqCst fence: store (the offer) then load (the producer offset) here, store (the
+        // producer offset) then load (the slot) in `advance`, a SeqCst fence between each
+        // pair: at least one side sees the other's store, so an offer is never left with
+        // nobody to publish it.
+        fence(Ordering::SeqCst);
+        // Acquire: as in `publish`, should we publish after all.
+        if producer_offset.load(Ordering::Acquire) != start {
+            return false;
+        }
+        // The producer offset is at our start: take the offer back, unless the owner that
+        // moved it here took it first. Relaxed on both paths: the load above acquired what
+        // we pass on; on failure the owner publishes our claim, and we read nothing of it.
+        slot.compare_exchange(word, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Moves the producer offset from `start` (where it is, and only this caller may move
+    /// it) to `end`, then over every offer that starts where it stops; then wakes a query
+    /// waiting for a record it published, if that record is committed.
+    #[inline]
+    fn advance(&self, start: u64, mut end: u64) {
+        let producer_offset = self.placement().data().producer_offset();
+        let kernel = self.placement().kernel();
+        loop {
+            // Release: a consumer or walk that acquires `end` sees every header (and, for a
+            // batch, payload) below it: ours, those acquired in `publish`, and the offers
+            // taken below.
+            producer_offset.store(end, Ordering::Release);
+            // SeqCst fence: the store-load pair with `offer` (see there), and with
+            // `arm_query` for the check of the armed word below (as in `commit`: one of the
+            // two sees the other's store, so a query armed for a record we publish is woken
+            // by us or sees the record published).
+            fence(Ordering::SeqCst);
+            let slot = kernel.offers.0.slot(end);
+            // Relaxed: only decides whether to try; the exchange below acquires.
+            let word = slot.load(Ordering::Relaxed);
+            let Some(size) = offered_size(word, end) else {
+                break;
+            };
+            // Acquire: takes the offerer's release of its headers and payloads, which our
+            // next release of the producer offset passes on. Relaxed on failure: the offerer
+            // took its offer back and publishes it itself.
+            if slot
+                .compare_exchange(word, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                break;
+            }
+            end += size;
+        }
+        // Relaxed: ordered by the last SeqCst fence above.
+        let armed = kernel.armed.0.load(Ordering::Relaxed);
+        let head = armed.wrapping_sub(1);
+        if armed != 0 && head.wrapping_sub(start) < end - start && self.committed_below(head) {
+            self.hooks().wake_query(self, head);
+        }
+    }
+
+    /// After a SeqCst fence, with the record at `head` published: whether it is committed.
+    /// A record we published may be LOCKED still (ours, a reservation; or an offered one):
+    /// its commit wakes the query then. Three parties meet here, each storing one word,
+    /// fencing and loading the other two: the query (armed; producer offset and header, in
+    /// `arm_query`), the committer (header; armed and producer offset, in `commit`) and the
+    /// publisher (producer offset; armed and header, here). Whichever fences last in the
+    /// fences' single total order sees both other stores, and completes or wakes the query.
+    #[inline]
+    fn committed_below(&self, head: u64) -> bool {
+        // Relaxed: ordered by the caller's SeqCst fence (see above); the host reads nothing of
+        // the record on the strength of it.
+        self.placement()
+            .data()
+            .header(head)
+            .len
+            .load(Ordering::Relaxed)
+            & LOCKED
+            == 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_describes_only_its_own_start() {
+        let word = offer_word(0x1_0000_0040, 48);
+        assert_eq!(offered_size(word, 0x1_0000_0040), Some(48));
+        assert_eq!(offered_size(word, 0x40), Some(48), "low 32 bits only");
+        assert_eq!(offered_size(word, 0x1_0000_0050), None);
+        assert_eq!(offered_size(0, 0), None, "an empty slot offers nothing");
+    }
+
+    /// Claims in flight are consecutive: eight consecutive records of one common size never
+    /// share a slot, wherever they start (a shared slot makes the second producer wait).
+    #[test]
+    fn eight_consecutive_records_of_one_size_take_eight_slots() {
+        let offers = Offers::default();
+        for size in [
+            16u64,
+            24,
+            32,
+            48,
+            64,
+            128,
+            256,
+            1024,
+            4096,
+            4104,
+            1 << 16,
+            1 << 20,
+        ] {
+            for first in (0..1u64 << 14).step_by(8) {
+                let mut used = std::collections::BTreeSet::new();
+                for i in 0..8 {
+                    used.insert(offers.slot(first + i * size) as *const AtomicU64 as usize);
+                }
+                assert_eq!(used.len(), 8, "{size}-byte records from {first}");
+            }
+        }
+    }
+}
