@@ -5,8 +5,10 @@
 //! `cargo bench -p ringmap-core` runs these cases:
 //!
 //! - **8 B, 1 producer → 1 consumer.** `ringmap`: a 1 MiB ring (`Capacity::DEFAULT`); the
-//!   producer reserves, writes the payload (a sequence number) and submits, waiting on
-//!   `ReserveError::Full`; the consumer takes records with `Consumer::consume` (one pass)
+//!   producer writes each record with `Ring::write` (the payload, a sequence number, copied
+//!   in before the publish), waiting on `ReserveError::Full`; `ringmap-reserve` reserves,
+//!   writes into the reservation and submits instead (the zero-copy path: its record is
+//!   published LOCKED, before its payload is written); the consumer takes records with `Consumer::consume` (one pass)
 //!   and checks each sequence number, so every record is touched and none may be lost.
 //!   Peers: `rtrb` 0.3 (`push` / `pop` of a `u64`, 1 MiB of slots) and crossbeam's
 //!   `ArrayQueue` (`push` / `pop` of a `u64`, as many slots as the ring holds records), and
@@ -15,12 +17,13 @@
 //!   `write_chunk_uninit(4096)` / `read_chunk(4096)` per record with the same copy and check;
 //!   `memcpy`: one thread copying each payload into a 1 MiB destination, cycling (the bound
 //!   for the producer's copy, with no second thread and no handshake).
-//! - **8 B, 2 and 4 producers → 1 consumer.** `ringmap` (one record per reserve),
+//! - **8 B, 2 and 4 producers → 1 consumer.** `ringmap` (one `write` per record),
 //!   `ringmap-batch` (`Ring::write_batch` of 16 records per claim), crossbeam `ArrayQueue`
 //!   with the same producers, and the BPF ringbuf with the same producers. Each producer
-//!   writes its own sequence; the consumer checks every producer's order. ringmap's hooks
-//!   (`YieldingHooks`) yield after 64 spins while a producer waits for an earlier one to
-//!   publish, as a user-mode host with more producers than cores must.
+//!   writes its own sequence; the consumer checks every producer's order. A ringmap
+//!   producer waits for an earlier one only when their claims meet in the offer table
+//!   (`core/src/publish.rs`); ringmap's hooks (`YieldingHooks`) then yield after 64 spins,
+//!   as a user-mode host with more producers than cores must.
 //! - **wake, cross-process.** A plain eventfd ping-pong between this process and a forked
 //!   child (each side blocked in `read` until the other writes): the time from one side's
 //!   write to the other side's return, half a round trip. A peer number only: ringmap's own
@@ -77,6 +80,7 @@ const BATCH: usize = 16;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Ringmap,
+    RingmapReserve,
     RingmapBatch,
     Rtrb,
     Crossbeam,
@@ -89,6 +93,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Ringmap => "ringmap",
+            Kind::RingmapReserve => "ringmap-reserve",
             Kind::RingmapBatch => "ringmap-batch",
             Kind::Rtrb => "rtrb",
             Kind::Crossbeam => "crossbeam",
@@ -255,9 +260,21 @@ impl Hooks for YieldingHooks {
     }
 }
 
-/// ringmap: `producers` threads write `records` records in all (each its share), one
-/// `reserve` per record, or `write_batch` of [`BATCH`] records if `batched`.
-fn run_ringmap(size: usize, producers: usize, records: u64, batched: bool) -> Run {
+/// How a ringmap producer writes its records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// `Ring::write`: claim, copy, publish the committed record.
+    Copy,
+    /// `Ring::reserve`, write into the reservation's payload, `submit`: the zero-copy path,
+    /// whose record is published LOCKED before its payload is written.
+    Reserve,
+    /// `Ring::write_batch` of [`BATCH`] records.
+    Batch,
+}
+
+/// ringmap: `producers` threads write `records` records in all (each its share), as `how`
+/// says.
+fn run_ringmap(size: usize, producers: usize, records: u64, how: Write) -> Run {
     let (ring, mut consumer) = HeapRing::new(Capacity::DEFAULT, YieldingHooks);
     let ring = &ring;
     let share = records / producers as u64;
@@ -266,7 +283,7 @@ fn run_ringmap(size: usize, producers: usize, records: u64, batched: bool) -> Ru
         producers,
         |p| {
             let mut full = Backoff::default();
-            if batched {
+            if how == Write::Batch {
                 let mut values = [[0u8; 8]; BATCH];
                 let mut seq = 0;
                 while seq < share {
@@ -291,6 +308,14 @@ fn run_ringmap(size: usize, producers: usize, records: u64, batched: bool) -> Ru
             for seq in 0..share {
                 src[..8].copy_from_slice(&tagged(p, seq).to_le_bytes());
                 loop {
+                    if how == Write::Copy {
+                        match ring.write(&src) {
+                            Ok(_) => break,
+                            Err(ReserveError::Full) => full.wait(),
+                            Err(error) => panic!("write({size}): {error}"),
+                        }
+                        continue;
+                    }
                     match ring.reserve(size) {
                         Ok(mut reservation) => {
                             reservation.payload().copy_from_slice(&src);
@@ -321,7 +346,7 @@ fn run_ringmap(size: usize, producers: usize, records: u64, batched: bool) -> Ru
             order.mismatches
         },
     );
-    if !batched {
+    if how != Write::Batch {
         assert_eq!(
             ring.dropped(),
             run.full_retries,
@@ -503,8 +528,9 @@ mod linux;
 
 fn run(kind: Kind, size: usize, producers: usize, records: u64) -> Option<Run> {
     Some(match (kind, size) {
-        (Kind::Ringmap, _) => run_ringmap(size, producers, records, false),
-        (Kind::RingmapBatch, _) => run_ringmap(size, producers, records, true),
+        (Kind::Ringmap, _) => run_ringmap(size, producers, records, Write::Copy),
+        (Kind::RingmapReserve, _) => run_ringmap(size, producers, records, Write::Reserve),
+        (Kind::RingmapBatch, _) => run_ringmap(size, producers, records, Write::Batch),
         (Kind::Rtrb, 8) => run_rtrb_u64(records),
         (Kind::Rtrb, _) => run_rtrb_chunks(size, records),
         (Kind::Crossbeam, _) => run_crossbeam(producers, records),
@@ -613,14 +639,14 @@ const GROUPS: &[Group] = &[
         title: "8 B, 1 producer -> 1 consumer",
         size: 8,
         producers: 1,
-        ours: &[Kind::Ringmap],
+        ours: &[Kind::Ringmap, Kind::RingmapReserve],
         peers: &[(Kind::Rtrb, 1.0), (Kind::Crossbeam, 1.0), (Kind::Bpf, 5.0)],
     },
     Group {
         title: "4 KiB, 1 producer -> 1 consumer (bytes/s = records/s x 4096)",
         size: 4096,
         producers: 1,
-        ours: &[Kind::Ringmap],
+        ours: &[Kind::Ringmap, Kind::RingmapReserve],
         peers: &[(Kind::Memcpy, 0.7), (Kind::Rtrb, 1.0)],
     },
     Group {

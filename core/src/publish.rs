@@ -69,6 +69,48 @@ impl Offers {
         &self.slots[hash as usize % OFFER_SLOTS]
     }
 
+    /// Takes the offer of the claim that starts at `start`, if one is in its slot: empties
+    /// the slot and returns the offer's size, as it is when taken (it may have grown).
+    #[inline]
+    fn take(&self, start: u64) -> Option<u64> {
+        let slot = self.slot(start);
+        // Relaxed: only decides whether to try; the exchange below acquires.
+        let mut word = slot.load(Ordering::Relaxed);
+        loop {
+            let size = offered_size(word, start)?;
+            // Acquire: takes the offerer's release of its headers and payloads, and those of
+            // every claim that joined the offer (`extend`: read-modify-writes continue the
+            // release sequence), which the caller's release of the producer offset passes
+            // on. Relaxed on failure: the offer grew (try again) or was taken.
+            match slot.compare_exchange_weak(word, 0, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Some(size),
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Adds the claim `start..end` to an offer that ends at `start`, if there is one. True if
+    /// it did: whoever takes that offer publishes this claim with it. A read-modify-write of
+    /// the offer's word, as the take is: if the take comes first, the exchange fails.
+    #[cold]
+    fn extend(&self, start: u64, end: u64) -> bool {
+        for slot in &self.slots {
+            // Relaxed: only decides whether to try; the exchange below releases.
+            let mut word = slot.load(Ordering::Relaxed);
+            while word != 0 && ((word >> 32) as u32).wrapping_add(word as u32) == start as u32 {
+                let grown = word + (end - start);
+                // Release: the taker (acquire) sees our headers and payloads. Relaxed on
+                // failure: the offer was taken or grew; look again.
+                match slot.compare_exchange_weak(word, grown, Ordering::Release, Ordering::Relaxed)
+                {
+                    Ok(_) => return true,
+                    Err(now) => word = now,
+                }
+            }
+        }
+        false
+    }
+
     /// Empties every slot: a ring that starts has no claims.
     pub(crate) fn clear(&self) {
         for slot in &self.slots {
@@ -101,35 +143,47 @@ impl<H: Hooks> Ring<H> {
         // Acquire: the producer before us released the headers below `start` with the value
         // we read. Our release in `advance` is a plain store, which does not continue that
         // producer's release sequence, so we acquire its headers ourselves to pass them on.
-        if producer_offset.load(Ordering::Acquire) == start || self.offer(start, end) {
+        if producer_offset.load(Ordering::Acquire) == start {
+            self.advance(start, end);
+        } else if let Some(end) = self.offer(start, end) {
             self.advance(start, end);
         }
     }
 
-    /// The producer offset was not at `start`: offers the claim `start..end`. True if the
-    /// caller must publish it after all (the producer offset reached `start` meanwhile, or
-    /// the offer's slot was taken and the caller waited for it).
+    /// The producer offset was not at `start`: offers the claim `start..end`. Returns the end
+    /// of what the caller must publish after all (the producer offset reached `start`
+    /// meanwhile; an offer it takes back may have grown, see `extend`), or `None` when the
+    /// claim is left to whoever publishes up to `start`.
     #[cold]
     #[inline(never)]
-    fn offer(&self, start: u64, end: u64) -> bool {
+    fn offer(&self, start: u64, end: u64) -> Option<u64> {
         let producer_offset = self.placement().data().producer_offset();
-        let slot = self.placement().kernel().offers.0.slot(start);
+        let offers = &self.placement().kernel().offers.0;
+        let slot = offers.slot(start);
         let word = offer_word(start, end - start);
-        // Release on success: the owner that takes the offer (acquire) sees our headers and
-        // payloads, and passes them on with its release of the producer offset. Relaxed on
-        // failure: the slot's other offer tells us nothing we read.
-        if slot
-            .compare_exchange(0, word, Ordering::Release, Ordering::Relaxed)
-            .is_err()
-        {
-            // Another claim's offer holds the slot: wait for the producer offset, as before
-            // offers. Acquire: as in `publish`.
-            let mut spins = 0u32;
-            while producer_offset.load(Ordering::Acquire) != start {
-                self.hooks().relax(spins);
-                spins = spins.wrapping_add(1);
+        let mut spins = 0u32;
+        loop {
+            // Release on success: the owner that takes the offer (acquire) sees our headers
+            // and payloads, and passes them on with its release of the producer offset.
+            // Relaxed on failure: the slot's other offer tells us nothing we read.
+            if slot
+                .compare_exchange(0, word, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
             }
-            return true;
+            // The slot holds another claim's offer. If an offer ends where our claim starts,
+            // our claim joins it (the producers behind a preempted one then never run out
+            // of slots); if none does, perhaps the producer offset is here now.
+            if offers.extend(start, end) {
+                return None;
+            }
+            // Acquire: as in `publish`.
+            if producer_offset.load(Ordering::Acquire) == start {
+                return Some(end);
+            }
+            self.hooks().relax(spins);
+            spins = spins.wrapping_add(1);
         }
         // SeqCst fence: store (the offer) then load (the producer offset) here, store (the
         // producer offset) then load (the slot) in `advance`, a SeqCst fence between each
@@ -138,13 +192,11 @@ impl<H: Hooks> Ring<H> {
         fence(Ordering::SeqCst);
         // Acquire: as in `publish`, should we publish after all.
         if producer_offset.load(Ordering::Acquire) != start {
-            return false;
+            return None;
         }
-        // The producer offset is at our start: take the offer back, unless the owner that
-        // moved it here took it first. Relaxed on both paths: the load above acquired what
-        // we pass on; on failure the owner publishes our claim, and we read nothing of it.
-        slot.compare_exchange(word, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        // The producer offset is at our start: take the offer back (grown, perhaps), unless
+        // the owner that moved it here took it first.
+        offers.take(start).map(|size| start + size)
     }
 
     /// Moves the producer offset from `start` (where it is, and only this caller may move
@@ -164,21 +216,11 @@ impl<H: Hooks> Ring<H> {
             // two sees the other's store, so a query armed for a record we publish is woken
             // by us or sees the record published).
             fence(Ordering::SeqCst);
-            let slot = kernel.offers.0.slot(end);
-            // Relaxed: only decides whether to try; the exchange below acquires.
-            let word = slot.load(Ordering::Relaxed);
-            let Some(size) = offered_size(word, end) else {
+            // The offer at our end, taken; or nobody's (its producer takes it back, or has
+            // not offered yet and will find the producer offset here).
+            let Some(size) = kernel.offers.0.take(end) else {
                 break;
             };
-            // Acquire: takes the offerer's release of its headers and payloads, which our
-            // next release of the producer offset passes on. Relaxed on failure: the offerer
-            // took its offer back and publishes it itself.
-            if slot
-                .compare_exchange(word, 0, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                break;
-            }
             end += size;
         }
         // Relaxed: ordered by the last SeqCst fence above.

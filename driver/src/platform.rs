@@ -394,9 +394,11 @@ unsafe impl Platform for KernelPlatform {
         };
     }
 
-    /// Spins (the producer waited for runs on another processor at DISPATCH_LEVEL and cannot
-    /// be preempted there, so it publishes within nanoseconds); after many spins, a 1 µs
-    /// stall between checks (a hypervisor may have descheduled that processor).
+    /// Spins: a producer waits for an earlier one only when their claims meet in the offer
+    /// table (`ringmap_core`'s `publish` module); the producer waited for runs on another
+    /// processor at DISPATCH_LEVEL and cannot be preempted there, so it publishes within
+    /// nanoseconds. After many spins, a 1 µs stall between checks (a hypervisor may have
+    /// descheduled that processor).
     fn relax(&self, spins: u32) {
         if spins < 64 {
             core::hint::spin_loop();
