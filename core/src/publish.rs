@@ -21,14 +21,19 @@
 //! exactly one of them publishes the claim, and no offer is left behind.
 //!
 //! The table has [`OFFER_SLOTS`] slots; a claim's slot is a hash of its start. Two claims
-//! offered at once may hash to one slot: the second then waits, as every producer did before
-//! offers, until the producer offset reaches its start ([`Hooks::relax`] decides how). An
-//! offer holds the low 32 bits of its start and its size; the claims in flight lie within
-//! one capacity (at most 2^30 bytes) of the producer offset, so no two have the same low
-//! start bits, and an offer at a slot is the claim at an offset only if they match.
+//! offered at once may hash to one slot: the second then joins an offer that ends where it
+//! starts, if there is one (a read-modify-write of that offer's word, which grows by the
+//! claim's size), so the producers behind a preempted one never run out of slots; only if
+//! no offer ends there does it wait, as every producer did before offers, until its slot is
+//! free or the producer offset reaches its start ([`Hooks::relax`] decides how). Every take
+//! of an offer (by the owner, or by the offerer taking it back) is a compare-and-swap of the
+//! word it just read, so it takes the offer as grown. An offer holds the low 32 bits of its
+//! start and its size; the claims in flight lie within one capacity (at most 2^30 bytes) of
+//! the producer offset, so no two have the same low start bits, and an offer at a slot is
+//! the claim at an offset only if they match.
 //!
 //! Modelled in `models/ring_buffer/RingBufferMP.tla` (`PubCheck`, `Offer`, `Recheck`,
-//! `Reclaim`, `FallbackWait`, `Advance`, `Combine`, `CheckArmedRange`) and loom-tested in
+//! `Reclaim`, `Extend`, `FallbackWait`, `Advance`, `Combine`, `CheckArmedRange`) and loom-tested in
 //! `core/tests/loom.rs` (`loom_offer_*`).
 
 use crate::producer::{Hooks, Ring};

@@ -307,6 +307,31 @@ fn loom_offer_slot_taken_the_producer_waits_and_every_claim_is_published() {
     });
 }
 
+/// Three writers, whose claims at 0, 16 and 32 share offer slot 0: the third joins the
+/// second's offer when it finds the slot taken, while the second may be taking its offer
+/// back (the producer offset reached it) and the first may be taking it to publish it. Each
+/// take reads the offer as it is then, grown or not: every record is published once.
+#[test]
+fn loom_offer_joined_while_taken_back_or_taken_publishes_every_claim() {
+    model_bounded("offer joined", 2, || {
+        let (ring, mut consumer) = HeapRing::new(ring_of(64), ());
+        let ring = Arc::new(ring);
+        let writers: Vec<_> = [1u8, 2, 3]
+            .into_iter()
+            .map(|id| {
+                let ring = ring.clone();
+                thread::spawn(move || (ring.write(&[id; 8]).unwrap(), id))
+            })
+            .collect();
+        let mut claims: Vec<(u64, u8)> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        claims.sort();
+        assert_eq!(ring.producer_offset(), 48, "every claim published");
+        let seen: Vec<u8> = consumer.batch().iter().map(|r| r[0]).collect();
+        let expected: Vec<u8> = claims.iter().map(|&(_, id)| id).collect();
+        assert_eq!(seen, expected, "in claim order, each once");
+    });
+}
+
 /// The three-party meeting of `Ring::committed_below` (`core/src/publish.rs`): a written
 /// record and a reservation race for the first two claims; the consumer reads the first
 /// record and pends a query for the second while the producer of the first may be taking the
