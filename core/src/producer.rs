@@ -425,7 +425,7 @@ impl<H: Hooks> Ring<H> {
     /// After the commit's SeqCst fence: whether the record at `start` is published. An
     /// offered claim may be committed before the producer that takes its offer publishes it;
     /// that producer's publish then wakes the query (the three-party meeting of
-    /// `Ring::committed_below` in `publish.rs`).
+    /// `Ring::header_committed` in `publish.rs`).
     #[cold]
     fn published_past(&self, start: u64) -> bool {
         // Relaxed: ordered by the commit's SeqCst fence; decides only whether to wake.

@@ -231,7 +231,7 @@ impl<H: Hooks> Ring<H> {
         // Relaxed: ordered by the last SeqCst fence above.
         let armed = kernel.armed.0.load(Ordering::Relaxed);
         let head = armed.wrapping_sub(1);
-        if armed != 0 && head.wrapping_sub(start) < end - start && self.committed_below(head) {
+        if armed != 0 && head.wrapping_sub(start) < end - start && self.header_committed(head) {
             self.hooks().wake_query(self, head);
         }
     }
@@ -244,7 +244,7 @@ impl<H: Hooks> Ring<H> {
     /// publisher (producer offset; armed and header, here). Whichever fences last in the
     /// fences' single total order sees both other stores, and completes or wakes the query.
     #[inline]
-    fn committed_below(&self, head: u64) -> bool {
+    fn header_committed(&self, head: u64) -> bool {
         // Relaxed: ordered by the caller's SeqCst fence (see above); the host reads nothing of
         // the record on the strength of it.
         self.placement()

@@ -648,3 +648,49 @@ fn a_consume_broken_off_counts_the_record_it_broke_on_as_handed_out() {
         "the record broken on was handed out, not returned: it comes again"
     );
 }
+
+/// A producer that finds the producer offset at its start must acquire it: the earlier
+/// producer's payloads reach the consumer only through that acquire when the consumer's first
+/// look at the producer offset already sees the later producer's end. The threads are
+/// sequenced by relaxed flags, which order nothing, so under miri the only orders are the
+/// ring's own (miri reports the race if the acquire is weakened; scripts/mutants.txt).
+#[test]
+fn a_record_published_after_another_passes_the_earlier_payload_on() {
+    use std::sync::atomic::{AtomicBool, Ordering as Std};
+    for _ in 0..8 {
+        let (ring, mut consumer) = HeapRing::new(page(), ());
+        let (first_done, second_done) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ring.write(&[1; 8]).unwrap();
+                first_done.store(true, Std::Relaxed);
+            });
+            s.spawn(|| {
+                while !first_done.load(Std::Relaxed) {
+                    std::thread::yield_now();
+                }
+                // The first record is published (the flag is set after it), but nothing
+                // orders it before this thread's loads except the ring itself.
+                while ring
+                    .placement()
+                    .data()
+                    .producer_offset()
+                    .load(Ordering::Relaxed)
+                    != 16
+                {
+                    std::thread::yield_now();
+                }
+                ring.write(&[2; 8]).unwrap();
+                second_done.store(true, Std::Relaxed);
+            });
+            while !second_done.load(Std::Relaxed) {
+                std::thread::yield_now();
+            }
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                consumer.consume(|record| seen.push(record.to_vec()));
+            }
+            assert_eq!(seen, [[1u8; 8].to_vec(), [2; 8].to_vec()]);
+        });
+    }
+}

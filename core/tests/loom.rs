@@ -332,7 +332,7 @@ fn loom_offer_joined_while_taken_back_or_taken_publishes_every_claim() {
     });
 }
 
-/// The three-party meeting of `Ring::committed_below` (`core/src/publish.rs`): a written
+/// The three-party meeting of `Ring::header_committed` (`core/src/publish.rs`): a written
 /// record and a reservation race for the first two claims; the consumer reads the first
 /// record and pends a query for the second while the producer of the first may be taking the
 /// second's offer and publishing it, and its producer may be committing it. The query is
