@@ -282,7 +282,44 @@ impl<H: Hooks> Ring<H> {
     /// [`reserve`](Self::reserve) does.
     #[inline]
     pub fn write(&self, payload: &[u8]) -> Result<u64, ReserveError> {
-        self.write_batch(core::slice::from_ref(&payload))
+        let size = self.checked_size(payload.len())?;
+        let start = self.claim(size, 1)?;
+        let end = self.place(start, payload);
+        // As in `write_batch`: the publish wakes a query waiting for the record.
+        self.publish(start, end);
+        Ok(start)
+    }
+
+    /// Copies `payload` into the claimed, unpublished record at `offset` and writes its
+    /// header, committed; returns where the next record starts.
+    #[inline]
+    fn place(&self, offset: u64, payload: &[u8]) -> u64 {
+        let view = self.placement.data();
+        #[cfg(loom)]
+        view.track_payload(offset, payload.len(), true);
+        // SAFETY: the bytes lie in the view (`index + padded size <= 2 * capacity`, see
+        // `SharedView::payload_ptr`) and belong to this claim alone: the compare-and-swap
+        // gave the range to no other producer, and no one reads at or above the producer
+        // offset, which reaches this range only with the caller's publish. The source is a
+        // caller's slice, which cannot overlap the ring's data (only the ring hands out
+        // references into it, and none into unpublished space).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                view.payload_ptr(offset),
+                payload.len(),
+            );
+        }
+        let header = view.header(offset);
+        // Relaxed: nobody reads a header at or above the producer offset (the consumer, the
+        // walk and `is_committed` stop there); the release store of the producer offset in
+        // `publish` publishes it with the payload.
+        header.len.store(payload.len() as u32, Ordering::Relaxed);
+        header.page_offset.store(
+            page_offset_of(self.capacity().index(offset)),
+            Ordering::Relaxed,
+        );
+        offset + padded_size(payload.len() as u32)
     }
 
     /// Writes several records with one claim and one publish, for a producer that has more
@@ -321,33 +358,9 @@ impl<H: Hooks> Ring<H> {
         }
         let start = self.claim(size, payloads.len() as u64)?;
 
-        let view = self.placement.data();
         let mut offset = start;
         for payload in payloads {
-            #[cfg(loom)]
-            view.track_payload(offset, payload.len(), true);
-            // SAFETY: the bytes lie in the view (`index + padded size <= 2 * capacity`, see
-            // `SharedView::payload_ptr`) and belong to this claim alone: the compare-and-swap
-            // gave the range to no other producer, and no one reads at or above the producer
-            // offset, which reaches this range only with the publish below. The source is a
-            // caller's slice, which cannot overlap the ring's data (only the ring hands out
-            // references into it, and none into unpublished space).
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    payload.as_ptr(),
-                    view.payload_ptr(offset),
-                    payload.len(),
-                );
-            }
-            let header = view.header(offset);
-            // Relaxed: nobody reads a header at or above the producer offset (the consumer,
-            // the walk and `is_committed` stop there); the release store of the producer
-            // offset in `publish` publishes it with the payload.
-            header.len.store(payload.len() as u32, Ordering::Relaxed);
-            header
-                .page_offset
-                .store(page_offset_of(capacity.index(offset)), Ordering::Relaxed);
-            offset += padded_size(payload.len() as u32);
+            offset = self.place(offset, payload);
         }
         // The publish's SeqCst fence and load of the armed word wake a query waiting for
         // any record of the batch: with the store of the producer offset as this side's

@@ -70,7 +70,9 @@ impl Offers {
     #[inline]
     fn slot(&self, start: u64) -> &AtomicU64 {
         let bits = OFFER_SLOTS.trailing_zeros();
-        let hash = (start >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits);
+        // 32 bits: a multiply by an immediate; the claims in flight differ in their low bits.
+        let hash = (start >> 3) as u32;
+        let hash = hash.wrapping_mul(0x9E37_79B9) >> (32 - bits);
         &self.slots[hash as usize % OFFER_SLOTS]
     }
 
@@ -221,6 +223,14 @@ impl<H: Hooks> Ring<H> {
             // two sees the other's store, so a query armed for a record we publish is woken
             // by us or sees the record published).
             fence(Ordering::SeqCst);
+            // Nobody has claimed past `end`: no offer can wait there, and a claim made from
+            // now on finds the producer offset at its start, if not at once then after its
+            // offer's fence. Relaxed: ordered by the fence above; if this load misses a claim,
+            // that claim's compare-and-swap comes after our fence in the fences' total order,
+            // so its offer's fence does too, and its load after that sees our store.
+            if kernel.reserve_offset.0.load(Ordering::Relaxed) == end {
+                break;
+            }
             // The offer at our end, taken; or nobody's (its producer takes it back, or has
             // not offered yet and will find the producer offset here).
             let Some(size) = kernel.offers.0.take(end) else {
