@@ -131,6 +131,7 @@ impl Consumer {
     }
 
     /// Hands every record of one batch to `each`, then returns its space. Returns how many.
+    #[inline]
     pub fn consume(&mut self, mut each: impl FnMut(Record<'_>)) -> usize {
         self.consume_while(usize::MAX, |record| {
             each(record);
@@ -142,7 +143,9 @@ impl Consumer {
     /// returns the space of the records it handled only: the record it broke on, and every
     /// record after it, is handed out again by the next batch (libbpf's
     /// `ring_buffer__consume` stops at a callback's error the same way). Returns how many
-    /// records were handled.
+    /// records were handled. Inlined, so that `each` is too and what it keeps stays in
+    /// registers.
+    #[inline]
     pub fn consume_while(
         &mut self,
         max_records: usize,
