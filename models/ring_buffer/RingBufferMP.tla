@@ -8,24 +8,52 @@
 (*   Reserve   CAS the reserve offset forward, checking space against the   *)
 (*             validated consumer offset (never the consumer's own value);  *)
 (*   Lock      write the header with LOCKED set;                            *)
-(*   Publish   wait until producer offset = my start, then store my end,    *)
-(*             so offsets are published in reservation order;               *)
+(*   publish   combining publish (below): offsets are published in          *)
+(*             reservation order, and no producer waits on another except   *)
+(*             after a collision in the offer table;                        *)
 (*   Commit    submit or discard: one store of the header (in any order     *)
-(*             between producers);                                          *)
+(*             between producers, before or after the record is published); *)
 (*   Check     one load of `armed`: if it is my start + 1, a query waits    *)
 (*             for my record: go and Wake it;                               *)
 (*   Wake      the host's wake-up, under the query lock: disarm if still    *)
-(*             armed for my record, take the request from the cancel        *)
-(*             machinery (WdfRequestUnmarkCancelable) and complete it.      *)
-(*   Batch     (Ring::write_batch; `Batch` records at once, 0: none) one    *)
+(*             armed for the head and the head is committed (published and  *)
+(*             not LOCKED, or passed by the validated offset), take the     *)
+(*             request from the cancel machinery                            *)
+(*             (WdfRequestUnmarkCancelable) and complete it.                *)
+(*   Batch     (Ring::write_batch; `Batch` records at once, 0: none; only   *)
+(*             the producers in `Batchers`, which write nothing else) one   *)
 (*             CAS claims them all (ReserveBatch); the payloads are copied  *)
 (*             and every header is written committed (WriteBatch), then one *)
-(*             publish (PublishBatch: wait for producer offset = my start,  *)
-(*             store my end) commits them all; then one load of `armed`:    *)
-(*             if it names any of my records, Wake it (CheckArmedBatch).    *)
+(*             combining publish of the whole claim commits them all.       *)
 (*   Walk      a producer that finds the ring full advances the validated   *)
 (*             consumer offset over committed headers toward                *)
 (*             min(consumer page, producer offset).                         *)
+(*                                                                          *)
+(* COMBINING PUBLISH of a claim [s, e) (single record: e = s + 1, after     *)
+(* Lock; batch: e = s + Batch, after WriteBatch).  `table` (kernel page,    *)
+(* TableSize slots, slot Idx(o) = o % TableSize) holds offers: claims whose *)
+(* headers are written, left for whoever publishes up to their start.       *)
+(* Each step is one action:                                                 *)
+(*   1 PubCheck       load the producer offset: = s: owner of [s, e);       *)
+(*                    else go to 2;                                         *)
+(*   2 Offer          CAS table[Idx(s)] from None to [s, e): done, go to 3; *)
+(*                    the slot holds another claim: go to FallbackWait;     *)
+(*   3 Recheck        (SeqCst fence) load the producer offset: = s: go to   *)
+(*                    4; else done publishing (someone will take it);       *)
+(*   4 Reclaim        CAS table[Idx(s)] from [s, e) to None: success: owner *)
+(*                    of [s, e); failure (a combiner took it): done;        *)
+(*   FallbackWait     wait for producer offset = s (the old wait): owner.   *)
+(* An OWNER of [x, y) (its own claim first, then the offers it takes):      *)
+(*   5 Advance        store producer offset := y;                           *)
+(*   6 Combine        (SeqCst fence) table[Idx(y)] = [y, z]: CAS it to      *)
+(*                    None, owner of [y, z) too, back to 5; else go to 7;   *)
+(*   7 CheckArmedRange  load `armed`: a head in [own start, last y): Wake   *)
+(*                    it.  Then a single record goes on to commit (and its  *)
+(*                    own Check after); a batch is finished.                *)
+(* A producer that is done publishing without owning its claim leaves its   *)
+(* wake-up to whoever publishes it (that owner's CheckArmedRange), and for  *)
+(* a single record also to its own Check after its commit: whichever of     *)
+(* the two comes second finds the head committed.                           *)
 (*                                                                          *)
 (* The consumer page is writable by the consumer's process: `userConsumer`  *)
 (* takes any value at any time.  The kernel keeps `validated`, which moves  *)
@@ -54,6 +82,8 @@ CONSTANTS
     Capacity,    \* slots in the ring
     MaxOffset,   \* bound on the number of records ever reserved
     Batch,       \* records per batched write (Ring::write_batch); 0: no batches
+    Batchers,    \* the producers that write batches (only batches); the others single records
+    TableSize,   \* slots of the offer table of the combining publish
     Bug          \* which deliberate mistake the model makes, or "none"
 
 Bugs == {
@@ -76,31 +106,70 @@ Bugs == {
     "wake_without_disarm",
     \* the waker disarms and completes without taking the query lock
     "wake_without_lock",
-    \* a batched write checks `armed` against its last record only
-    "batch_wake_checks_last"
+    \* a batched write checks `armed` against the last record it published only
+    "batch_wake_checks_last",
+    \* combining publish: a producer offers its claim and is done, without the
+    \* re-check of the producer offset (step 3)
+    "offer_without_recheck",
+    \* combining publish: the reclaim (step 4) clears the table slot with a plain
+    \* store, not a compare-and-swap, and always takes the claim back
+    "reclaim_by_plain_store",
+    \* the wake-up does not re-check under the query lock that the head is
+    \* committed (the wake-up before combining publish, where every waker had
+    \* published and committed the head itself)
+    "wake_without_commit_check"
 }
 
 ASSUME Capacity \in Nat \ {0}
 ASSUME MaxOffset \in Nat \ {0}
 ASSUME Batch \in 0 .. Capacity
+ASSUME Batchers \subseteq Producers
+ASSUME Batch = 0 => Batchers = {}
+ASSUME TableSize \in Nat \ {0}
 ASSUME Bug \in Bugs
 ASSUME Producers # {}
 
-Slots     == 0 .. (Capacity - 1)
-Offsets   == 0 .. MaxOffset
-Slot(o)   == o % Capacity
-Committed == {"Submitted", "Discarded"}
+Slots      == 0 .. (Capacity - 1)
+Offsets    == 0 .. MaxOffset
+Slot(o)    == o % Capacity
+Committed  == {"Submitted", "Discarded"}
+TableSlots == 0 .. (TableSize - 1)
+Idx(o)     == o % TableSize
 
 HeaderValues == {"Zero", "Locked", "Submitted", "Discarded"}
 
+\* An empty table slot.  A record like the offers (TLC does not compare a
+\* string with a record); no claim is empty, so no offer equals it.
+None == [start |-> 0, end |-> 0]
+
+Offers == [start : Offsets, end : Offsets]
+
 \* Producer program counter.
-\*   idle -> reserved -> locked -> published -> committed -> (waking ->) idle
+\* A single record:
+\*   idle -> reserved -> locked -> PUBLISH -> published -> committed -> (waking ->) idle
 \* With Bug = "lost_wakeup_check_before_commit":
 \*   ... published -> loaded -> (waking ->) idle
 \* A batched write (Batch > 0):
-\*   idle -> batchReserved -> batchWritten -> batchPublished -> (waking ->) idle
+\*   idle -> batchReserved -> batchWritten -> PUBLISH -> (waking ->) idle
+\* PUBLISH, the combining publish (steps 1 to 7 in the header):
+\*   locked / batchWritten --PubCheck--> advancing (owner) or offering
+\*   offering   --Offer-->        offered, or fallback (collision)
+\*   offered    --Recheck-->      reclaiming, or done
+\*   reclaiming --Reclaim-->      advancing (owner), or done
+\*   fallback   --FallbackWait--> advancing (owner)
+\*   advancing  --Advance-->      combining
+\*   combining  --Combine-->      advancing (took an offer), or checkingRange
+\*   checkingRange --CheckArmedRange--> done, or a wake-up: rangeWaking (a
+\*              single record: Wake, then on to commit) or waking (a batch)
+\* where "done" is published (a single record, on to commit) or idle (a batch).
+PublishPcs == {"offering", "offered", "reclaiming", "fallback",
+               "advancing", "combining", "checkingRange", "rangeWaking"}
+
 PcValues == {"idle", "reserved", "locked", "published", "loaded", "committed", "waking",
-             "batchReserved", "batchWritten", "batchPublished"}
+             "batchReserved", "batchWritten"} \cup PublishPcs
+
+\* The owner states: p owns a range of claims it is publishing.
+OwnerPcs == {"advancing", "combining", "checkingRange"}
 
 \* State of the latest QUERY request: none yet; the handler runs, holding
 \* the query lock ("armed", or "checked" with Bug =
@@ -113,8 +182,13 @@ VARIABLES
     userConsumer,    \* consumer page: consumer_offset (hostile)
     validated,       \* kernel page: validated_consumer_offset
     hdr,             \* hdr[s]: the header in slot s
+    table,           \* kernel page: the offer table; table[i]: None or an offer [start, end)
     pc,              \* pc[p]: where producer p is
-    mine,            \* mine[p]: the offset of p's record; 0 when idle
+    mine,            \* mine[p]: the start of p's claim; 0 when idle
+    isBatch,         \* isBatch[p]: p's claim is a batch (Batch records), not one record
+    pubAt,           \* pubAt[p]: an owner about to Advance: the start of the range it owns next
+    pubTo,           \* pubTo[p]: an owner: the end of what it owns so far (0 otherwise)
+    wakeFor,         \* wakeFor[p]: the head p goes to Wake (0 otherwise)
     saw,             \* saw[p]: Bug = "lost_wakeup_check_before_commit": what p's early load said
     armed,           \* kernel page: armed = head + 1 while a query waits for head, or 0
     q,               \* the latest QUERY request's state
@@ -125,8 +199,10 @@ VARIABLES
     completions,     \* how many times the request was completed
     wokeOnLocked     \* ghost: a request was completed (not cancelled) on an uncommitted head
 
-vars == <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine,
-          saw, armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
+prodVars  == <<pc, mine, isBatch, pubAt, pubTo, wakeFor, saw>>
+
+vars == <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars,
+          armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
           wokeOnLocked>>
 
 queryVars == <<armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
@@ -135,11 +211,22 @@ queryVars == <<armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
 Min(a, b) == IF a < b THEN a ELSE b
 Max(a, b) == IF a > b THEN a ELSE b
 
-\* A producer owns its slot from Reserve until its commit.
-Holding(p) == pc[p] \in {"reserved", "locked", "published", "loaded"}
+\* The end of p's claim.
+ClaimEnd(p) == IF isBatch[p] THEN mine[p] + Batch ELSE mine[p] + 1
 
-\* A batched writer owns its `Batch` slots from ReserveBatch until its publish.
-BatchHolding(p) == pc[p] \in {"batchReserved", "batchWritten"}
+\* p's claim as an offer.
+MyOffer(p) == [start |-> mine[p], end |-> ClaimEnd(p)]
+
+\* A producer owns its slot from Reserve until its commit.
+Holding(p) ==
+    /\ ~isBatch[p]
+    /\ pc[p] \in {"reserved", "locked", "published", "loaded"} \cup PublishPcs
+
+\* A batched writer owns its `Batch` slots from ReserveBatch until it offers
+\* its claim or becomes its owner (an owner's range: OneOwner).
+BatchHolding(p) ==
+    /\ isBatch[p]
+    /\ pc[p] \in {"batchReserved", "batchWritten", "offering", "fallback"}
 
 \* The records of p's batch.
 BatchRecords(p) == mine[p] .. (mine[p] + Batch - 1)
@@ -151,8 +238,11 @@ OwnedSlots(p) ==
     ELSE {}
 
 \* What the code can see of record o: published, and its slot's header not
-\* LOCKED (Ring::is_committed).
+\* LOCKED (Ring::is_committed without its second half).
 LooksCommitted(o) == o < producerOffset /\ hdr[Slot(o)] # "Locked"
+
+\* Ring::is_committed: looks committed, or the validated offset has passed it.
+IsCommitted(o) == LooksCommitted(o) \/ validated > o
 
 \* The truth (for the properties): record o has been committed.  Below the
 \* validated offset every record has been; at or above it, a published
@@ -175,7 +265,7 @@ WalkEnd(hint) ==
 HeadReady(h) ==
     CASE Bug = "complete_on_producer_ahead"      -> producerOffset > h
       [] Bug = "lost_wakeup_recheck_reused_slot" -> LooksCommitted(h)
-      [] OTHER                                   -> LooksCommitted(h) \/ validated > h
+      [] OTHER                                   -> IsCommitted(h)
 
 \* The handler holds the query lock.
 HandlerHoldsLock == q \in {"armed", "checked"}
@@ -189,8 +279,13 @@ Init ==
     /\ userConsumer   = 0
     /\ validated      = 0
     /\ hdr            = [s \in Slots |-> "Zero"]
+    /\ table          = [i \in TableSlots |-> None]
     /\ pc             = [p \in Producers |-> "idle"]
     /\ mine           = [p \in Producers |-> 0]
+    /\ isBatch        = [p \in Producers |-> FALSE]
+    /\ pubAt          = [p \in Producers |-> 0]
+    /\ pubTo          = [p \in Producers |-> 0]
+    /\ wakeFor        = [p \in Producers |-> 0]
     /\ saw            = [p \in Producers |-> FALSE]
     /\ armed          = 0
     /\ q              = "none"
@@ -208,40 +303,185 @@ SpaceBase == IF Bug = "trust_user_consumer_offset" THEN userConsumer ELSE valida
 \* ---- producers ----
 
 Reserve(p) ==
+    /\ p \notin Batchers
     /\ pc[p] = "idle"
     /\ reserveOffset < MaxOffset
     /\ reserveOffset + 1 <= SpaceBase + Capacity
     /\ reserveOffset' = reserveOffset + 1
     /\ mine' = [mine EXCEPT ![p] = reserveOffset]
     /\ pc'   = [pc EXCEPT ![p] = "reserved"]
-    /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, saw>>
+    /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<isBatch, pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
+
+\* The records p claims at a time.
+Want(p) == IF p \in Batchers THEN Batch ELSE 1
 
 \* The ring looks full to a producer: it walks the validated consumer offset
 \* toward the consumer page (then reserves, or fails and counts a drop).
 Walk(p) ==
     /\ pc[p] = "idle"
     /\ reserveOffset < MaxOffset
-    /\ reserveOffset + Max(1, Batch) > validated + Capacity
+    /\ reserveOffset + Want(p) > validated + Capacity
     /\ WalkEnd(userConsumer) > validated
     /\ validated' = WalkEnd(userConsumer)
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, table, prodVars>>
     /\ UNCHANGED queryVars
 
 Lock(p) ==
     /\ pc[p] = "reserved"
     /\ hdr' = [hdr EXCEPT ![Slot(mine[p])] = "Locked"]
     /\ pc'  = [pc EXCEPT ![p] = "locked"]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, table>>
+    /\ UNCHANGED <<mine, isBatch, pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
 
-Publish(p) ==
-    /\ pc[p] = "locked"
-    /\ producerOffset = mine[p]
-    /\ producerOffset' = mine[p] + 1
-    /\ pc' = [pc EXCEPT ![p] = "published"]
-    /\ UNCHANGED <<reserveOffset, userConsumer, validated, hdr, mine, saw>>
+\* ---- combining publish (Ring::publish; steps 1 to 7 of the header) ----
+
+\* What no step of the publish changes.
+pubOthers == <<reserveOffset, userConsumer, validated, hdr, saw>>
+
+\* p owns its own claim [mine, ClaimEnd) now.
+BecomeOwner(p) ==
+    /\ pc'    = [pc EXCEPT ![p] = "advancing"]
+    /\ pubAt' = [pubAt EXCEPT ![p] = mine[p]]
+    /\ pubTo' = [pubTo EXCEPT ![p] = ClaimEnd(p)]
+
+\* p is done publishing: a single record goes on to commit, a batch is
+\* finished (its wake-up is the owner's that publishes it, or its own).
+FinishPublish(p) ==
+    IF isBatch[p]
+      THEN /\ pc'      = [pc EXCEPT ![p] = "idle"]
+           /\ mine'    = [mine EXCEPT ![p] = 0]
+           /\ isBatch' = [isBatch EXCEPT ![p] = FALSE]
+      ELSE /\ pc'      = [pc EXCEPT ![p] = "published"]
+           /\ UNCHANGED <<mine, isBatch>>
+
+\* 1. Load the producer offset: everything before my claim is published, so
+\* I own it; else offer it.
+PubCheck(p) ==
+    /\ pc[p] \in {"locked", "batchWritten"}
+    /\ IF producerOffset = mine[p]
+         THEN BecomeOwner(p)
+         ELSE /\ pc' = [pc EXCEPT ![p] = "offering"]
+              /\ UNCHANGED <<pubAt, pubTo>>
+    /\ UNCHANGED <<producerOffset, table, mine, isBatch, wakeFor>>
+    /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
+
+\* 2. CAS my offer into my table slot; if another claim's offer holds it (a
+\* collision), wait as before.  Bug "offer_without_recheck": done at once.
+Offer(p) ==
+    /\ pc[p] = "offering"
+    /\ IF table[Idx(mine[p])] = None
+         THEN /\ table' = [table EXCEPT ![Idx(mine[p])] = MyOffer(p)]
+              /\ IF Bug = "offer_without_recheck"
+                   THEN FinishPublish(p)
+                   ELSE /\ pc' = [pc EXCEPT ![p] = "offered"]
+                        /\ UNCHANGED <<mine, isBatch>>
+         ELSE /\ pc' = [pc EXCEPT ![p] = "fallback"]
+              /\ UNCHANGED <<table, mine, isBatch>>
+    /\ UNCHANGED <<producerOffset, pubAt, pubTo, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* 3. (After a SeqCst fence) load the producer offset again: if it reached my
+\* start, the owner that got there may have looked at my slot before my
+\* offer: take it back (4).  Else whoever advances to my start will see it.
+Recheck(p) ==
+    /\ pc[p] = "offered"
+    /\ IF producerOffset = mine[p]
+         THEN /\ pc' = [pc EXCEPT ![p] = "reclaiming"]
+              /\ UNCHANGED <<mine, isBatch>>
+         ELSE FinishPublish(p)
+    /\ UNCHANGED <<producerOffset, table, pubAt, pubTo, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* 4. CAS my slot from my offer to None: success, I own my claim; failure, a
+\* combiner took it and publishes it.  Bug "reclaim_by_plain_store": a plain
+\* store of None, and I own my claim whatever the slot held.
+Reclaim(p) ==
+    /\ pc[p] = "reclaiming"
+    /\ IF table[Idx(mine[p])] = MyOffer(p) \/ Bug = "reclaim_by_plain_store"
+         THEN /\ table' = [table EXCEPT ![Idx(mine[p])] = None]
+              /\ BecomeOwner(p)
+              /\ UNCHANGED <<mine, isBatch>>
+         ELSE /\ FinishPublish(p)
+              /\ UNCHANGED <<table, pubAt, pubTo>>
+    /\ UNCHANGED <<producerOffset, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* After a collision: wait until the producer offset is my start (the only
+\* wait left), then own my claim.
+FallbackWait(p) ==
+    /\ pc[p] = "fallback"
+    /\ producerOffset = mine[p]
+    /\ BecomeOwner(p)
+    /\ UNCHANGED <<producerOffset, table, mine, isBatch, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* 5. The owner publishes what it owns: the release store of the producer
+\* offset (the store of the store-load pairs with Recheck and with
+\* `arm_query`).
+Advance(p) ==
+    /\ pc[p] = "advancing"
+    /\ producerOffset' = pubTo[p]
+    /\ pc'    = [pc EXCEPT ![p] = "combining"]
+    /\ pubAt' = [pubAt EXCEPT ![p] = 0]
+    /\ UNCHANGED <<table, mine, isBatch, pubTo, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* 6. (After a SeqCst fence) is the claim that starts where I stopped on
+\* offer?  Take it (the CAS from exactly that offer to None) and publish it
+\* too; else go and check `armed`.
+Combine(p) ==
+    /\ pc[p] = "combining"
+    /\ LET e == table[Idx(pubTo[p])] IN
+       IF e # None /\ e.start = pubTo[p]
+         THEN /\ table' = [table EXCEPT ![Idx(pubTo[p])] = None]
+              /\ pc'    = [pc EXCEPT ![p] = "advancing"]
+              /\ pubAt' = [pubAt EXCEPT ![p] = e.start]
+              /\ pubTo' = [pubTo EXCEPT ![p] = e.end]
+         ELSE /\ pc'    = [pc EXCEPT ![p] = "checkingRange"]
+              /\ UNCHANGED <<table, pubAt, pubTo>>
+    /\ UNCHANGED <<producerOffset, mine, isBatch, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* 7. One load of `armed` after the publish (the SeqCst fence of step 6 is
+\* between): does a query wait for a record I published?  Then wake it, for
+\* that head; the wake-up re-checks that the head is committed (a single
+\* record I published may still be LOCKED: its commit's check wakes it
+\* then).  For a single record's owner the only head this can find is its
+\* own record, still LOCKED (the validated offset cannot pass it), so that
+\* wake-up does nothing: a throw-away invariant found no state where such a
+\* Wake (rangeWaking) has a committed head, in any safe cfg.  A batch's
+\* owner does wake records it published, its own or those it took on offer.
+\* Bug "batch_wake_checks_last": a batched write looks at the last record it
+\* published only.
+CheckArmedRange(p) ==
+    /\ pc[p] = "checkingRange"
+    /\ LET wake == IF Bug = "batch_wake_checks_last" /\ isBatch[p]
+                      THEN armed = pubTo[p]
+                      ELSE armed > 0 /\ armed - 1 \in mine[p] .. (pubTo[p] - 1)
+       IN IF wake
+            THEN /\ pc'      = [pc EXCEPT ![p] = IF isBatch[p] THEN "waking" ELSE "rangeWaking"]
+                 /\ wakeFor' = [wakeFor EXCEPT ![p] = armed - 1]
+                 \* a batch is finished: only its wake-up is left
+                 /\ mine'    = [mine EXCEPT ![p] = IF isBatch[p] THEN 0 ELSE @]
+                 /\ isBatch' = [isBatch EXCEPT ![p] = FALSE]
+            ELSE /\ FinishPublish(p)
+                 /\ UNCHANGED wakeFor
+    /\ pubTo' = [pubTo EXCEPT ![p] = 0]
+    /\ UNCHANGED <<producerOffset, table, pubAt>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* ---- commit ----
 
 \* The one load of `armed` after a commit: does a query wait for my record?
 ArmedForMe(p) == armed = mine[p] + 1
@@ -252,11 +492,13 @@ LoadArmedEarly(p) ==
     /\ pc[p] = "published"
     /\ saw' = [saw EXCEPT ![p] = ArmedForMe(p)]
     /\ pc'  = [pc EXCEPT ![p] = "loaded"]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, mine>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<mine, isBatch, pubAt, pubTo, wakeFor>>
     /\ UNCHANGED queryVars
 
 \* Submit or discard: one release store of the header (v), then the check of
-\* `armed` (or, with the bug, after the early load: wake if it matched).
+\* `armed` (or, with the bug, after the early load: wake if it matched).  The
+\* record may not be published yet: an owner publishes it later.
 CanCommit(p) ==
     \/ Bug # "lost_wakeup_check_before_commit" /\ pc[p] = "published"
     \/ Bug = "lost_wakeup_check_before_commit" /\ pc[p] = "loaded"
@@ -264,12 +506,14 @@ CanCommit(p) ==
 CommitAs(p, v) ==
     /\ hdr' = [hdr EXCEPT ![Slot(mine[p])] = v]
     /\ IF Bug = "lost_wakeup_check_before_commit"
-         THEN /\ pc'   = [pc EXCEPT ![p] = IF saw[p] THEN "waking" ELSE "idle"]
-              /\ mine' = [mine EXCEPT ![p] = IF saw[p] THEN @ ELSE 0]
-              /\ saw'  = [saw EXCEPT ![p] = FALSE]
-         ELSE /\ pc'   = [pc EXCEPT ![p] = "committed"]
-              /\ UNCHANGED <<mine, saw>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated>>
+         THEN /\ pc'      = [pc EXCEPT ![p] = IF saw[p] THEN "waking" ELSE "idle"]
+              /\ wakeFor' = [wakeFor EXCEPT ![p] = IF saw[p] THEN mine[p] ELSE 0]
+              /\ mine'    = [mine EXCEPT ![p] = 0]
+              /\ saw'     = [saw EXCEPT ![p] = FALSE]
+         ELSE /\ pc'      = [pc EXCEPT ![p] = "committed"]
+              /\ UNCHANGED <<mine, saw, wakeFor>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, table>>
+    /\ UNCHANGED <<isBatch, pubAt, pubTo>>
     /\ UNCHANGED queryVars
 
 Submit(p) ==
@@ -282,58 +526,40 @@ Discard(p) ==
 
 CheckArmed(p) ==
     /\ pc[p] = "committed"
-    /\ pc'   = [pc EXCEPT ![p] = IF ArmedForMe(p) THEN "waking" ELSE "idle"]
-    /\ mine' = [mine EXCEPT ![p] = IF ArmedForMe(p) THEN @ ELSE 0]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, saw>>
+    /\ pc'      = [pc EXCEPT ![p] = IF ArmedForMe(p) THEN "waking" ELSE "idle"]
+    /\ wakeFor' = [wakeFor EXCEPT ![p] = IF ArmedForMe(p) THEN mine[p] ELSE 0]
+    /\ mine'    = [mine EXCEPT ![p] = 0]
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<isBatch, pubAt, pubTo, saw>>
     /\ UNCHANGED queryVars
 
 \* ---- batched writes (Ring::write_batch) ----
 
 \* One compare-and-swap claims `Batch` records, against the validated offset.
 ReserveBatch(p) ==
-    /\ Batch > 0
+    /\ p \in Batchers
     /\ pc[p] = "idle"
     /\ reserveOffset + Batch <= MaxOffset
     /\ reserveOffset + Batch <= SpaceBase + Capacity
     /\ reserveOffset' = reserveOffset + Batch
-    /\ mine' = [mine EXCEPT ![p] = reserveOffset]
-    /\ pc'   = [pc EXCEPT ![p] = "batchReserved"]
-    /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, saw>>
+    /\ mine'    = [mine EXCEPT ![p] = reserveOffset]
+    /\ isBatch' = [isBatch EXCEPT ![p] = TRUE]
+    /\ pc'      = [pc EXCEPT ![p] = "batchReserved"]
+    /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
 
 \* The payloads are copied and every header written as submitted, with no
 \* LOCKED phase: nobody reads a header at or above the producer offset (the
 \* walk, the consumer and Ring::is_committed stop there), so the header
-\* stores are relaxed in the code and one step here.
+\* stores are relaxed in the code and one step here.  Then the combining
+\* publish of the whole claim (PubCheck ...) commits them all at once.
 WriteBatch(p) ==
     /\ pc[p] = "batchReserved"
     /\ hdr' = [s \in Slots |-> IF s \in OwnedSlots(p) THEN "Submitted" ELSE hdr[s]]
     /\ pc'  = [pc EXCEPT ![p] = "batchWritten"]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, mine, saw>>
-    /\ UNCHANGED queryVars
-
-\* One publish commits the whole batch: wait for every earlier claim, then
-\* the release store of the producer offset (the store of the store-load
-\* pair with `arm_query`).
-PublishBatch(p) ==
-    /\ pc[p] = "batchWritten"
-    /\ producerOffset = mine[p]
-    /\ producerOffset' = mine[p] + Batch
-    /\ pc' = [pc EXCEPT ![p] = "batchPublished"]
-    /\ UNCHANGED <<reserveOffset, userConsumer, validated, hdr, mine, saw>>
-    /\ UNCHANGED queryVars
-
-\* The one load of `armed` after the publish (SeqCst fence between): does a
-\* query wait for one of my records?  Then wake it, for that head.  Bug
-\* "batch_wake_checks_last": only the last record is looked at.
-CheckArmedBatch(p) ==
-    /\ pc[p] = "batchPublished"
-    /\ LET wake == IF Bug = "batch_wake_checks_last"
-                      THEN armed = mine[p] + Batch
-                      ELSE armed - 1 \in BatchRecords(p) /\ armed > 0
-       IN /\ pc'   = [pc EXCEPT ![p] = IF wake THEN "waking" ELSE "idle"]
-          /\ mine' = [mine EXCEPT ![p] = IF wake THEN armed - 1 ELSE 0]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, table>>
+    /\ UNCHANGED <<mine, isBatch, pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
 
 \* Complete the request (not as a cancel): disarm, count, and note whether
@@ -345,23 +571,34 @@ CompleteOn(h, base) ==
     /\ armed'        = 0
     /\ wokeOnLocked' = (wokeOnLocked \/ ~RecordCommitted(h))
 
-\* The host's wake-up, under the query lock.  If the query is still armed
-\* for my record, disarm it (Ring::disarm_query_for), then complete the
-\* request only if WdfRequestUnmarkCancelable succeeds; otherwise the
-\* cancel routine owns it.  The code unmarks in the same locked step
-\* (Platform::take_query) and completes after releasing the lock, which
-\* no other party can tell apart: an unmarked request is the waker's.  Bug "cancel_double_complete": complete it
-\* whatever UnmarkCancelable says.  Bug "wake_without_disarm": complete
-\* whatever request is pending, armed for my record or not.  The request is
-\* judged on its own head (qhead), not on the waker's record.  Bug
+\* The host's wake-up for head h = wakeFor[p], under the query lock.  If the
+\* query is still armed for h and h is committed (Ring::is_committed: a
+\* combining owner's CheckArmedRange may name a record that is still LOCKED,
+\* and a committer's Check a record nobody has published yet), disarm it
+\* (Ring::disarm_query_for), then complete the request only if
+\* WdfRequestUnmarkCancelable succeeds; otherwise the cancel routine owns it.
+\* The code unmarks in the same locked step (Platform::take_query) and
+\* completes after releasing the lock, which no other party can tell apart:
+\* an unmarked request is the waker's.  Bug "cancel_double_complete":
+\* complete it whatever UnmarkCancelable says.  Bug "wake_without_disarm":
+\* complete whatever request is pending, armed for h or not.  Bug
+\* "wake_without_commit_check": no look at whether h is committed.  The
+\* request is judged on its own head (qhead), not on h.  Bug
 \* "wake_without_lock": wake while the handler holds the lock (between its
-\* arm and its pend).
+\* arm and its pend).  A single record's owner that wakes before its commit
+\* (rangeWaking) goes on to commit; any other waker is finished.
 Wake(p) ==
-    /\ pc[p] = "waking"
+    /\ pc[p] \in {"waking", "rangeWaking"}
     /\ (~HandlerHoldsLock \/ Bug = "wake_without_lock")
-    /\ pc'   = [pc EXCEPT ![p] = "idle"]
-    /\ mine' = [mine EXCEPT ![p] = 0]
-    /\ IF ArmedForMe(p) \/ (Bug = "wake_without_disarm" /\ q = "pending")
+    /\ IF pc[p] = "rangeWaking"
+         THEN /\ pc' = [pc EXCEPT ![p] = "published"]
+              /\ UNCHANGED <<mine, isBatch>>
+         ELSE /\ pc' = [pc EXCEPT ![p] = "idle"]
+              /\ UNCHANGED <<mine, isBatch>>
+    /\ wakeFor' = [wakeFor EXCEPT ![p] = 0]
+    /\ IF \/ armed = wakeFor[p] + 1
+             /\ (IsCommitted(wakeFor[p]) \/ Bug = "wake_without_commit_check")
+          \/ Bug = "wake_without_disarm" /\ q = "pending"
          THEN IF cancelable \/ Bug = "cancel_double_complete"
                 THEN /\ CompleteOn(qhead, completions)
                      /\ cancelable' = FALSE
@@ -370,14 +607,15 @@ Wake(p) ==
                      /\ UNCHANGED <<q, qhead, cancelReq, cancelable, cancelOwned,
                                     completions, wokeOnLocked>>
          ELSE UNCHANGED queryVars
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<pubAt, pubTo, saw>>
 
 \* ---- the hostile consumer ----
 
 UserWrite(v) ==
     /\ v # userConsumer
     /\ userConsumer' = v
-    /\ UNCHANGED <<reserveOffset, producerOffset, validated, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, validated, hdr, table, prodVars>>
     /\ UNCHANGED queryVars
 
 \* ---- QUERY ----
@@ -402,7 +640,7 @@ QueryStart ==
     /\ q'           = "armed"
     /\ completions' = 0
     /\ UNCHANGED <<cancelOwned, wokeOnLocked>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, table, prodVars>>
 
 \* Pend with `armed` = a, unless the request was cancelled meanwhile: then
 \* WdfRequestMarkCancelableEx fails and the handler disarms and completes it.
@@ -428,7 +666,7 @@ QueryRecheck ==
          THEN CompleteOn(qhead, completions) /\ UNCHANGED cancelable
          ELSE PendOrCancelled(armed)
     /\ UNCHANGED <<cancelReq, cancelOwned>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
 
 \* Bug "lost_wakeup_arm_without_recheck": walk and check the head; if it is
 \* not ready, arm and pend in the next step without looking again.
@@ -443,13 +681,13 @@ QueryStartCheck ==
               /\ completions' = 0
               /\ UNCHANGED <<armed, wokeOnLocked>>
     /\ UNCHANGED <<cancelOwned>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, table, prodVars>>
 
 QueryArmPend ==
     /\ q = "checked"
     /\ PendOrCancelled(qhead + 1)
     /\ UNCHANGED <<cancelReq, cancelOwned>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
 
 \* Cancel arrives.  If the request is cancelable, the framework makes it
 \* not cancelable and hands it to the cancel routine, atomically with
@@ -461,7 +699,7 @@ Cancel ==
     /\ cancelable'  = FALSE
     /\ cancelOwned' = cancelable
     /\ UNCHANGED <<armed, q, qhead, completions, wokeOnLocked>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
 
 \* The cancel routine: take the query lock, disarm (Ring::disarm_query),
 \* complete with STATUS_CANCELLED.  It owns the request, so it completes it
@@ -475,19 +713,24 @@ CancelRoutine ==
     /\ qhead'       = 0
     /\ armed'       = 0
     /\ UNCHANGED <<cancelReq, cancelable, wokeOnLocked>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, pc, mine, saw>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
 
 -----------------------------------------------------------------------------
 ProducerStep(p) ==
     \/ Lock(p)
-    \/ Publish(p)
+    \/ PubCheck(p)
+    \/ Offer(p)
+    \/ Recheck(p)
+    \/ Reclaim(p)
+    \/ FallbackWait(p)
+    \/ Advance(p)
+    \/ Combine(p)
+    \/ CheckArmedRange(p)
     \/ LoadArmedEarly(p)
     \/ Submit(p)
     \/ Discard(p)
     \/ CheckArmed(p)
     \/ WriteBatch(p)
-    \/ PublishBatch(p)
-    \/ CheckArmedBatch(p)
     \/ Wake(p)
 
 HandlerStep == QueryRecheck \/ QueryArmPend
@@ -497,15 +740,20 @@ Next ==
     \/ \E p \in Producers : Reserve(p)
     \/ \E p \in Producers : Walk(p)
     \/ \E p \in Producers : Lock(p)
-    \/ \E p \in Producers : Publish(p)
+    \/ \E p \in Producers : PubCheck(p)
+    \/ \E p \in Producers : Offer(p)
+    \/ \E p \in Producers : Recheck(p)
+    \/ \E p \in Producers : Reclaim(p)
+    \/ \E p \in Producers : FallbackWait(p)
+    \/ \E p \in Producers : Advance(p)
+    \/ \E p \in Producers : Combine(p)
+    \/ \E p \in Producers : CheckArmedRange(p)
     \/ \E p \in Producers : LoadArmedEarly(p)
     \/ \E p \in Producers : Submit(p)
     \/ \E p \in Producers : Discard(p)
     \/ \E p \in Producers : CheckArmed(p)
     \/ \E p \in Producers : ReserveBatch(p)
     \/ \E p \in Producers : WriteBatch(p)
-    \/ \E p \in Producers : PublishBatch(p)
-    \/ \E p \in Producers : CheckArmedBatch(p)
     \/ \E p \in Producers : Wake(p)
     \/ \E v \in Offsets : UserWrite(v)
     \/ QueryStart
@@ -515,10 +763,10 @@ Next ==
     \/ Cancel
     \/ CancelRoutine
 
-\* Producers that have reserved finish their record and their wake-up; the
-\* handler finishes the request it started; the cancel routine runs.
-\* Nobody is forced to reserve, walk, write the consumer offset, issue a
-\* query or cancel one.
+\* Producers that have reserved finish their record, its publish and their
+\* wake-up; the handler finishes the request it started; the cancel routine
+\* runs.  Nobody is forced to reserve, walk, write the consumer offset, issue
+\* a query or cancel one.
 Fairness ==
     /\ \A p \in Producers : WF_vars(ProducerStep(p))
     /\ WF_vars(HandlerStep)
@@ -535,8 +783,13 @@ TypeOK ==
     /\ userConsumer   \in Offsets
     /\ validated      \in 0 .. MaxOffset
     /\ hdr            \in [Slots -> HeaderValues]
+    /\ table          \in [TableSlots -> {None} \cup Offers]
     /\ pc             \in [Producers -> PcValues]
     /\ mine           \in [Producers -> 0 .. MaxOffset]
+    /\ isBatch        \in [Producers -> BOOLEAN]
+    /\ pubAt          \in [Producers -> 0 .. MaxOffset]
+    /\ pubTo          \in [Producers -> 0 .. MaxOffset]
+    /\ wakeFor        \in [Producers -> 0 .. MaxOffset]
     /\ saw            \in [Producers -> BOOLEAN]
     /\ armed          \in 0 .. (MaxOffset + 1)
     /\ q              \in QValues
@@ -548,16 +801,17 @@ TypeOK ==
     /\ wokeOnLocked   \in BOOLEAN
 
 \* validated <= producer <= reserve, whatever the consumer writes;
-\* producers' records lie below the reserve offset, and below the producer
-\* offset once published.
+\* producers' records lie below the reserve offset; every header below the
+\* producer offset has been written (no claim is published before its
+\* producer wrote its header: LOCKED, or a batch's committed ones).
 OffsetsConsistent ==
     /\ validated <= producerOffset
     /\ producerOffset <= reserveOffset
     /\ \A p \in Producers : Holding(p) => mine[p] < reserveOffset
-    /\ \A p \in Producers : pc[p] \in {"published", "loaded"} => mine[p] < producerOffset
+    /\ \A p \in Producers : pc[p] \in {"reserved", "batchReserved"} => producerOffset <= mine[p]
     /\ \A p \in Producers : BatchHolding(p) =>
            mine[p] + Batch <= reserveOffset /\ producerOffset <= mine[p]
-    /\ \A p \in Producers : pc[p] = "batchPublished" => mine[p] + Batch <= producerOffset
+    /\ \A p \in Producers : pc[p] \in OwnerPcs => pubTo[p] <= reserveOffset
 
 \* Producers never reserve beyond the space the kernel has validated, so no
 \* unreturned record is overwritten (a lemma of NoOverwriteLocked; the
@@ -588,6 +842,59 @@ QueryStatesConsistent ==
 \* it waits for is committed, not merely because producer > head.
 QueryCompletesOnCommittedHead == ~wokeOnLocked
 
+\* ---- combining publish ----
+
+\* No double publish: at most one producer is about to Advance (step 5), and
+\* the range it owns starts at the producer offset; an owner that has
+\* advanced (steps 6, 7) has published all it owns.  (Another producer may
+\* become an owner while one is at step 6: its claim starts where that one
+\* stopped, which that one's Combine then does not find on offer.)
+OneOwner ==
+    /\ \A p1, p2 \in Producers :
+           p1 # p2 => ~(pc[p1] = "advancing" /\ pc[p2] = "advancing")
+    /\ \A p \in Producers :
+           pc[p] = "advancing" => pubAt[p] = producerOffset /\ pubAt[p] < pubTo[p]
+    /\ \A p \in Producers :
+           pc[p] \in {"combining", "checkingRange"} =>
+               mine[p] < pubTo[p] /\ pubTo[p] <= producerOffset
+
+\* Every offer in the table is a whole claim that is not published yet, in
+\* the slot of its start, not in the range an owner is about to publish, and
+\* its producer, if it is still at that claim, is past its Offer (step 2):
+\* offered, reclaiming, or done publishing.
+OffersAreFresh ==
+    \A i \in TableSlots : table[i] # None =>
+        LET e == table[i] IN
+        /\ Idx(e.start) = i
+        /\ producerOffset <= e.start
+        /\ e.end <= reserveOffset
+        /\ e.end = e.start + 1 \/ (Batch > 0 /\ e.end = e.start + Batch)
+        /\ \A p \in Producers :
+               pc[p] = "advancing" => (e.end <= pubAt[p] \/ pubTo[p] <= e.start)
+        /\ \A p \in Producers :
+               (pc[p] # "idle" /\ mine[p] = e.start) =>
+                   pc[p] \in {"offered", "reclaiming", "published", "loaded", "committed",
+                              "waking", "rangeWaking"}
+
+\* No claim is lost: every reserved record that is not published yet is in
+\* its producer's hands (before it gives it away), on offer, or in the range
+\* an owner is about to publish.
+NoClaimLost ==
+    \A o \in producerOffset .. (reserveOffset - 1) :
+        \/ \E p \in Producers :
+               /\ pc[p] \in {"reserved", "locked", "batchReserved", "batchWritten",
+                             "offering", "offered", "reclaiming", "fallback"}
+               /\ mine[p] <= o /\ o < ClaimEnd(p)
+        \/ \E i \in TableSlots : table[i] # None /\ table[i].start <= o /\ o < table[i].end
+        \/ \E p \in Producers : pc[p] = "advancing" /\ pubAt[p] <= o /\ o < pubTo[p]
+
+\* Nothing is stranded: when every producer is idle, everything reserved is
+\* published and the table is empty.
+QuiescentIsPublished ==
+    (\A p \in Producers : pc[p] = "idle") =>
+        /\ producerOffset = reserveOffset
+        /\ \A i \in TableSlots : table[i] = None
+
 -----------------------------------------------------------------------------
 (* Temporal properties (checked with Spec's fairness) *)
 
@@ -602,5 +909,12 @@ NoLostWakeup ==
 \* routine).
 CancelledQueryCompletes ==
     (Outstanding /\ cancelReq) ~> (q = "done")
+
+\* Every claim is eventually published (nobody waits forever, nothing is
+\* stranded on offer).  In the design the producer offset only grows and
+\* both offsets are bounded, so this is the same as: for every record o,
+\* (o < reserveOffset) ~> (o < producerOffset).
+ClaimsPublished ==
+    (producerOffset < reserveOffset) ~> (producerOffset = reserveOffset)
 
 =============================================================================

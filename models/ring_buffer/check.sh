@@ -72,6 +72,11 @@ expect RingBufferMP.tla    RingBufferMP_buggy_wake_without_disarm.cfg         in
 expect RingBufferMP.tla    RingBufferMP_buggy_wake_without_lock.cfg           property:NoLostWakeup
 expect RingBufferMP.tla    RingBufferMP_batch.cfg                             pass
 expect RingBufferMP.tla    RingBufferMP_buggy_batch_wake_checks_last.cfg      property:NoLostWakeup
+expect RingBufferMP.tla    RingBufferMP_batch_combine.cfg                     pass
+expect RingBufferMP.tla    RingBufferMP_collide.cfg                           pass
+expect RingBufferMP.tla    RingBufferMP_buggy_offer_without_recheck.cfg       invariant:QuiescentIsPublished
+expect RingBufferMP.tla    RingBufferMP_buggy_reclaim_by_plain_store.cfg      invariant:OneOwner
+expect RingBufferMP.tla    RingBufferMP_buggy_wake_without_commit_check.cfg   invariant:QueryCompletesOnCommittedHead
 expect ConsumerHandover.tla ConsumerHandover.cfg                           pass
 expect ConsumerHandover.tla ConsumerHandover_buggy_shared_consumer_page.cfg invariant:NoStaleInfluence
 expect ConsumerHandover.tla ConsumerHandover_buggy_query_from_any_handle.cfg invariant:NoStaleInfluence

@@ -156,9 +156,27 @@ const MP_INVARIANTS: &[&str] = &[
     "QueryCompletedAtMostOnce",
     "QueryStatesConsistent",
     "QueryCompletesOnCommittedHead",
+    "OneOwner",
+    "OffersAreFresh",
+    "NoClaimLost",
+    "QuiescentIsPublished",
 ];
 
-const MP_PROPERTIES: &[&str] = &["NoLostWakeup", "CancelledQueryCompletes"];
+const MP_PROPERTIES: &[&str] = &["NoLostWakeup", "CancelledQueryCompletes", "ClaimsPublished"];
+
+/// The steps of the combining publish that every multi-producer configuration with an
+/// offer table of 2 slots takes: a claim that is next is owned at once, one that is not is
+/// offered; the re-check finds the producer offset elsewhere (done) or at its start (the
+/// reclaim, which wins or finds the offer taken); an owner publishes and takes an offer.
+const COMBINING_ACTIONS: &[&str] = &[
+    "PubCheck",
+    "Offer",
+    "Recheck",
+    "Reclaim",
+    "Advance",
+    "Combine",
+    "CheckArmedRange",
+];
 
 /// Every action of the design is taken somewhere in the state space: a guard that can never
 /// hold (or a step whose primed assignments contradict each other) would otherwise leave a
@@ -230,8 +248,8 @@ fn seed_model_publish_before_lock_fails_safety() {
     );
 }
 
-/// The multi-producer model's safe configuration passes every invariant and both liveness
-/// properties.
+/// The multi-producer model's safe configuration passes every invariant and every liveness
+/// property, with the combining publish (an offer table of 2 slots).
 #[test]
 fn mp_model_safe_passes() {
     let report = run("RingBufferMP.tla", "RingBufferMP.cfg");
@@ -241,12 +259,12 @@ fn mp_model_safe_passes() {
         report.states > 10_000,
         "the safe model explores a real state space"
     );
+    assert_actions_taken(&report, COMBINING_ACTIONS);
     assert_actions_taken(
         &report,
         &[
             "Reserve",
             "Lock",
-            "Publish",
             "Submit",
             "Discard",
             "CheckArmed",
@@ -262,8 +280,9 @@ fn mp_model_safe_passes() {
 }
 
 /// Batched writes (`Ring::write_batch`): one claim, committed headers written before one
-/// publish, one check of `armed` over the batch's records. Every invariant and property
-/// holds with batches of 2 beside single records.
+/// publish, one check of `armed` over the records published. Every invariant and property
+/// holds with batches of 2 beside single records in a ring of 2 slots that wraps (where a
+/// batch is never claimed behind an unpublished record, so nothing is offered).
 #[test]
 fn mp_batched_writes_pass() {
     let report = run("RingBufferMP.tla", "RingBufferMP_batch.cfg");
@@ -275,13 +294,91 @@ fn mp_batched_writes_pass() {
             "Reserve",
             "ReserveBatch",
             "WriteBatch",
-            "PublishBatch",
-            "CheckArmedBatch",
+            "PubCheck",
+            "Advance",
+            "Combine",
+            "CheckArmedRange",
             "Wake",
             "Walk",
             "QueryStart",
             "QueryRecheck",
         ],
+    );
+}
+
+/// Batches in the combining publish (a ring of 3 slots): a batch offered behind a single
+/// record is taken by that record's owner, a batch's owner takes a single record's offer and
+/// its one check of `armed` covers it. Every invariant and property holds.
+#[test]
+fn mp_batches_combine_pass() {
+    let report = run("RingBufferMP.tla", "RingBufferMP_batch_combine.cfg");
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(report.outcome, Outcome::Pass);
+    assert_actions_taken(&report, COMBINING_ACTIONS);
+    assert_actions_taken(
+        &report,
+        &[
+            "Reserve",
+            "ReserveBatch",
+            "WriteBatch",
+            "Wake",
+            "QueryRecheck",
+        ],
+    );
+}
+
+/// An offer table of one slot: offers collide, and a producer whose offer finds the slot
+/// held by another claim's waits for the producer offset (`FallbackWait`). Every invariant
+/// and property holds, `ClaimsPublished` among them (nobody waits forever).
+#[test]
+fn mp_offer_collisions_pass() {
+    let report = run("RingBufferMP.tla", "RingBufferMP_collide.cfg");
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(report.outcome, Outcome::Pass);
+    assert_actions_taken(&report, COMBINING_ACTIONS);
+    assert_actions_taken(&report, &["FallbackWait", "Wake", "QueryRecheck"]);
+}
+
+/// A producer that offers its claim and is done, without re-checking the producer offset:
+/// the owner that reached its start looked at the table before the offer landed, and
+/// nobody ever publishes the claim.
+#[test]
+fn mp_offer_without_recheck_strands_a_claim() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_offer_without_recheck.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(
+        report.outcome,
+        Outcome::Invariant("QuiescentIsPublished".into())
+    );
+}
+
+/// A reclaim by a plain store instead of a compare-and-swap takes the claim back even after
+/// a combining owner took it: two owners publish it.
+#[test]
+fn mp_reclaim_by_plain_store_fails_one_owner() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_reclaim_by_plain_store.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(report.outcome, Outcome::Invariant("OneOwner".into()));
+}
+
+/// A wake-up that does not re-check that its head is committed: a combining owner publishes
+/// a record still LOCKED and completes the query that waits for it.
+#[test]
+fn mp_wake_without_commit_check_fails_committed_head() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_wake_without_commit_check.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(
+        report.outcome,
+        Outcome::Invariant("QueryCompletesOnCommittedHead".into())
     );
 }
 
@@ -553,15 +650,20 @@ fn every_cfg_is_checked() {
             "ConsumerHandover_buggy_shared_consumer_page.cfg",
             "RingBufferMP.cfg",
             "RingBufferMP_batch.cfg",
+            "RingBufferMP_batch_combine.cfg",
             "RingBufferMP_buggy_batch_wake_checks_last.cfg",
             "RingBufferMP_buggy_cancel_double_complete.cfg",
             "RingBufferMP_buggy_complete_on_producer_ahead.cfg",
             "RingBufferMP_buggy_lost_wakeup_arm_without_recheck.cfg",
             "RingBufferMP_buggy_lost_wakeup_check_before_commit.cfg",
             "RingBufferMP_buggy_lost_wakeup_recheck_reused_slot.cfg",
+            "RingBufferMP_buggy_offer_without_recheck.cfg",
+            "RingBufferMP_buggy_reclaim_by_plain_store.cfg",
             "RingBufferMP_buggy_trust_user_consumer_offset.cfg",
+            "RingBufferMP_buggy_wake_without_commit_check.cfg",
             "RingBufferMP_buggy_wake_without_disarm.cfg",
             "RingBufferMP_buggy_wake_without_lock.cfg",
+            "RingBufferMP_collide.cfg",
             "RingBufferModel.cfg",
             "RingBufferModel_buggy_publish_before_lock.cfg",
         ]
