@@ -13,13 +13,12 @@
 (*             after a collision in the offer table;                        *)
 (*   Commit    submit or discard: one store of the header (in any order     *)
 (*             between producers, before or after the record is published); *)
-(*   Check     one load of `armed`: if it is my start + 1, a query waits    *)
+(*   Check     one load of `armed`: if it is my start + 1 and my record is  *)
+(*             published (an offered one may not be yet), a query waits     *)
 (*             for my record: go and Wake it;                               *)
 (*   Wake      the host's wake-up, under the query lock: disarm if still    *)
-(*             armed for the head and the head is committed (published and  *)
-(*             not LOCKED, or passed by the validated offset), take the     *)
-(*             request from the cancel machinery                            *)
-(*             (WdfRequestUnmarkCancelable) and complete it.                *)
+(*             armed for my record, take the request from the cancel        *)
+(*             machinery (WdfRequestUnmarkCancelable) and complete it.      *)
 (*   Batch     (Ring::write_batch; `Batch` records at once, 0: none; only   *)
 (*             the producers in `Batchers`, which write nothing else) one   *)
 (*             CAS claims them all (ReserveBatch); the payloads are copied  *)
@@ -37,23 +36,30 @@
 (*   1 PubCheck       load the producer offset: = s: owner of [s, e);       *)
 (*                    else go to 2;                                         *)
 (*   2 Offer          CAS table[Idx(s)] from None to [s, e): done, go to 3; *)
-(*                    the slot holds another claim: go to FallbackWait;     *)
+(*                    the slot holds another claim's offer: go to Extend;   *)
 (*   3 Recheck        (SeqCst fence) load the producer offset: = s: go to   *)
 (*                    4; else done publishing (someone will take it);       *)
-(*   4 Reclaim        CAS table[Idx(s)] from [s, e) to None: success: owner *)
-(*                    of [s, e); failure (a combiner took it): done;        *)
-(*   FallbackWait     wait for producer offset = s (the old wait): owner.   *)
+(*   4 Reclaim        CAS table[Idx(s)] from the offer of s (as it is now:  *)
+(*                    it may have grown) to None: success: owner of it;     *)
+(*                    failure (a combiner took it): done;                   *)
+(*   Extend           (after a collision) an offer [x, s) that ends at my   *)
+(*                    start, in any slot: CAS it to [x, e): done (whoever   *)
+(*                    takes it publishes my claim too); none: FallbackWait; *)
+(*   FallbackWait     load the producer offset: = s: owner of [s, e); else  *)
+(*                    try the Offer again (the only wait left).             *)
 (* An OWNER of [x, y) (its own claim first, then the offers it takes):      *)
 (*   5 Advance        store producer offset := y;                           *)
-(*   6 Combine        (SeqCst fence) table[Idx(y)] = [y, z]: CAS it to      *)
-(*                    None, owner of [y, z) too, back to 5; else go to 7;   *)
-(*   7 CheckArmedRange  load `armed`: a head in [own start, last y): Wake   *)
-(*                    it.  Then a single record goes on to commit (and its  *)
-(*                    own Check after); a batch is finished.                *)
+(*   6 Combine        (SeqCst fence) table[Idx(y)] holds the offer [y, z)   *)
+(*                    (grown or not): CAS it to None, owner of [y, z) too,  *)
+(*                    back to 5; else go to 7;                              *)
+(*   7 CheckArmedRange  load `armed`: a head in [own start, last y) that is *)
+(*                    committed (not LOCKED): Wake it.  Then a single       *)
+(*                    record goes on to commit (and its own Check after); a *)
+(*                    batch is finished.                                    *)
 (* A producer that is done publishing without owning its claim leaves its   *)
 (* wake-up to whoever publishes it (that owner's CheckArmedRange), and for  *)
 (* a single record also to its own Check after its commit: whichever of     *)
-(* the two comes second finds the head committed.                           *)
+(* the two comes second finds the head published and committed.            *)
 (*                                                                          *)
 (* The consumer page is writable by the consumer's process: `userConsumer`  *)
 (* takes any value at any time.  The kernel keeps `validated`, which moves  *)
@@ -114,9 +120,12 @@ Bugs == {
     \* combining publish: the reclaim (step 4) clears the table slot with a plain
     \* store, not a compare-and-swap, and always takes the claim back
     "reclaim_by_plain_store",
-    \* the wake-up does not re-check under the query lock that the head is
-    \* committed (the wake-up before combining publish, where every waker had
-    \* published and committed the head itself)
+    \* combining publish: a claim joins an offer with a load and a plain store
+    \* (of the grown offer), not a compare-and-swap
+    "extend_by_plain_store",
+    \* the producer's checks of `armed` (after a commit, after a publish) wake
+    \* without looking whether the head is published and committed (as before
+    \* the combining publish, when every waker had done both itself)
     "wake_without_commit_check"
 }
 
@@ -153,16 +162,17 @@ Offers == [start : Offsets, end : Offsets]
 \*   idle -> batchReserved -> batchWritten -> PUBLISH -> (waking ->) idle
 \* PUBLISH, the combining publish (steps 1 to 7 in the header):
 \*   locked / batchWritten --PubCheck--> advancing (owner) or offering
-\*   offering   --Offer-->        offered, or fallback (collision)
+\*   offering   --Offer-->        offered, or extending (collision)
 \*   offered    --Recheck-->      reclaiming, or done
 \*   reclaiming --Reclaim-->      advancing (owner), or done
-\*   fallback   --FallbackWait--> advancing (owner)
+\*   extending  --Extend-->       done (joined an offer), or fallback
+\*   fallback   --FallbackWait--> advancing (owner), or offering (again)
 \*   advancing  --Advance-->      combining
 \*   combining  --Combine-->      advancing (took an offer), or checkingRange
 \*   checkingRange --CheckArmedRange--> done, or a wake-up: rangeWaking (a
 \*              single record: Wake, then on to commit) or waking (a batch)
 \* where "done" is published (a single record, on to commit) or idle (a batch).
-PublishPcs == {"offering", "offered", "reclaiming", "fallback",
+PublishPcs == {"offering", "offered", "reclaiming", "extending", "joining", "fallback",
                "advancing", "combining", "checkingRange", "rangeWaking"}
 
 PcValues == {"idle", "reserved", "locked", "published", "loaded", "committed", "waking",
@@ -226,7 +236,8 @@ Holding(p) ==
 \* its claim or becomes its owner (an owner's range: OneOwner).
 BatchHolding(p) ==
     /\ isBatch[p]
-    /\ pc[p] \in {"batchReserved", "batchWritten", "offering", "fallback"}
+    /\ pc[p] \in {"batchReserved", "batchWritten", "offering", "extending", "joining",
+                  "fallback"}
 
 \* The records of p's batch.
 BatchRecords(p) == mine[p] .. (mine[p] + Batch - 1)
@@ -370,7 +381,8 @@ PubCheck(p) ==
     /\ UNCHANGED queryVars
 
 \* 2. CAS my offer into my table slot; if another claim's offer holds it (a
-\* collision), wait as before.  Bug "offer_without_recheck": done at once.
+\* collision), try to join an offer instead (Extend).  Bug
+\* "offer_without_recheck": done at once.
 Offer(p) ==
     /\ pc[p] = "offering"
     /\ IF table[Idx(mine[p])] = None
@@ -379,7 +391,7 @@ Offer(p) ==
                    THEN FinishPublish(p)
                    ELSE /\ pc' = [pc EXCEPT ![p] = "offered"]
                         /\ UNCHANGED <<mine, isBatch>>
-         ELSE /\ pc' = [pc EXCEPT ![p] = "fallback"]
+         ELSE /\ pc' = [pc EXCEPT ![p] = "extending"]
               /\ UNCHANGED <<table, mine, isBatch>>
     /\ UNCHANGED <<producerOffset, pubAt, pubTo, wakeFor>>
     /\ UNCHANGED pubOthers
@@ -398,14 +410,22 @@ Recheck(p) ==
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
-\* 4. CAS my slot from my offer to None: success, I own my claim; failure, a
-\* combiner took it and publishes it.  Bug "reclaim_by_plain_store": a plain
-\* store of None, and I own my claim whatever the slot held.
+\* The offer of the claim that starts at o, if it is in its slot.
+OfferAt(o) == table[Idx(o)] # None /\ table[Idx(o)].start = o
+
+\* 4. CAS my slot from my offer, as it is now (claims may have joined it:
+\* Extend), to None: success, I own it all; failure, a combiner took it and
+\* publishes it.  Bug "reclaim_by_plain_store": a plain store of None, and I
+\* own my claim whatever the slot held.
 Reclaim(p) ==
     /\ pc[p] = "reclaiming"
-    /\ IF table[Idx(mine[p])] = MyOffer(p) \/ Bug = "reclaim_by_plain_store"
+    /\ IF OfferAt(mine[p]) \/ Bug = "reclaim_by_plain_store"
          THEN /\ table' = [table EXCEPT ![Idx(mine[p])] = None]
-              /\ BecomeOwner(p)
+              /\ pc'    = [pc EXCEPT ![p] = "advancing"]
+              /\ pubAt' = [pubAt EXCEPT ![p] = mine[p]]
+              /\ pubTo' = [pubTo EXCEPT ![p] = IF OfferAt(mine[p]) /\ Bug # "reclaim_by_plain_store"
+                                                THEN table[Idx(mine[p])].end
+                                                ELSE ClaimEnd(p)]
               /\ UNCHANGED <<mine, isBatch>>
          ELSE /\ FinishPublish(p)
               /\ UNCHANGED <<table, pubAt, pubTo>>
@@ -413,12 +433,49 @@ Reclaim(p) ==
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
-\* After a collision: wait until the producer offset is my start (the only
-\* wait left), then own my claim.
+\* After a collision: join an offer that ends where my claim starts (a CAS
+\* that grows it to my end), in any slot; whoever takes that offer publishes
+\* my claim with it.  The code's scan of the slots is one step here: it
+\* changes nothing until its CAS, and an offer it misses is one it would not
+\* have found a step earlier or later.  Bug "extend_by_plain_store": the load
+\* finds the offer (its start kept in pubAt), a later step stores it grown.
+Extend(p) ==
+    /\ pc[p] = "extending"
+    /\ IF \E i \in TableSlots : table[i] # None /\ table[i].end = mine[p]
+         THEN LET i == CHOOSE i \in TableSlots : table[i] # None /\ table[i].end = mine[p]
+              IN IF Bug = "extend_by_plain_store"
+                   THEN /\ pc'    = [pc EXCEPT ![p] = "joining"]
+                        /\ pubAt' = [pubAt EXCEPT ![p] = table[i].start]
+                        /\ UNCHANGED <<table, mine, isBatch>>
+                   ELSE /\ table' = [table EXCEPT ![i] = [start |-> table[i].start,
+                                                          end |-> ClaimEnd(p)]]
+                        /\ FinishPublish(p)
+                        /\ UNCHANGED pubAt
+         ELSE /\ pc' = [pc EXCEPT ![p] = "fallback"]
+              /\ UNCHANGED <<table, mine, isBatch, pubAt>>
+    /\ UNCHANGED <<producerOffset, pubTo, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* Bug "extend_by_plain_store": the store of the grown offer, whatever the
+\* slot holds now (the offer may have been taken meanwhile).
+ExtendStore(p) ==
+    /\ pc[p] = "joining"
+    /\ table' = [table EXCEPT ![Idx(pubAt[p])] = [start |-> pubAt[p], end |-> ClaimEnd(p)]]
+    /\ pubAt' = [pubAt EXCEPT ![p] = 0]
+    /\ FinishPublish(p)
+    /\ UNCHANGED <<producerOffset, pubTo, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* No offer to join: if the producer offset is at my start, own my claim;
+\* else (after Hooks::relax) try my slot again: the only wait left.
 FallbackWait(p) ==
     /\ pc[p] = "fallback"
-    /\ producerOffset = mine[p]
-    /\ BecomeOwner(p)
+    /\ IF producerOffset = mine[p]
+         THEN BecomeOwner(p)
+         ELSE /\ pc' = [pc EXCEPT ![p] = "offering"]
+              /\ UNCHANGED <<pubAt, pubTo>>
     /\ UNCHANGED <<producerOffset, table, mine, isBatch, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
@@ -436,12 +493,15 @@ Advance(p) ==
     /\ UNCHANGED queryVars
 
 \* 6. (After a SeqCst fence) is the claim that starts where I stopped on
-\* offer?  Take it (the CAS from exactly that offer to None) and publish it
-\* too; else go and check `armed`.
+\* offer?  Take it (the CAS from that offer as I read it, grown or not, to
+\* None) and publish it too; else go and check `armed`.  The code first
+\* looks whether anyone claimed past my end (reserve offset = my end: then no
+\* offer can start there); in the model that changes no outcome, so it is
+\* not a step.
 Combine(p) ==
     /\ pc[p] = "combining"
     /\ LET e == table[Idx(pubTo[p])] IN
-       IF e # None /\ e.start = pubTo[p]
+       IF OfferAt(pubTo[p])
          THEN /\ table' = [table EXCEPT ![Idx(pubTo[p])] = None]
               /\ pc'    = [pc EXCEPT ![p] = "advancing"]
               /\ pubAt' = [pubAt EXCEPT ![p] = e.start]
@@ -453,21 +513,25 @@ Combine(p) ==
     /\ UNCHANGED queryVars
 
 \* 7. One load of `armed` after the publish (the SeqCst fence of step 6 is
-\* between): does a query wait for a record I published?  Then wake it, for
-\* that head; the wake-up re-checks that the head is committed (a single
-\* record I published may still be LOCKED: its commit's check wakes it
-\* then).  For a single record's owner the only head this can find is its
-\* own record, still LOCKED (the validated offset cannot pass it), so that
-\* wake-up does nothing: a throw-away invariant found no state where such a
-\* Wake (rangeWaking) has a committed head, in any safe cfg.  A batch's
-\* owner does wake records it published, its own or those it took on offer.
-\* Bug "batch_wake_checks_last": a batched write looks at the last record it
-\* published only.
+\* between): does a query wait for a record I published, and is it
+\* committed?  Then wake it, for that head.  A record I published may still
+\* be LOCKED: its commit's check wakes the query then.  The code reads the
+\* head's header (not LOCKED); here it is IsCommitted(head), whose
+\* "validated > head" half stands for the code's wake by a walk that passes
+\* the armed head (Ring::wake_query_passed, not in this model), which covers
+\* a head whose slot a newer record reuses.  For a single record's owner the
+\* only head in range can be its own record, still LOCKED (the validated
+\* offset cannot pass it), so it never wakes anything; a batch's owner wakes
+\* records it published, its own or those it took on offer.  Bug
+\* "batch_wake_checks_last": a batched write looks at the last record it
+\* published only.  Bug "wake_without_commit_check": no look at the header.
 CheckArmedRange(p) ==
     /\ pc[p] = "checkingRange"
     /\ LET wake == IF Bug = "batch_wake_checks_last" /\ isBatch[p]
                       THEN armed = pubTo[p]
-                      ELSE armed > 0 /\ armed - 1 \in mine[p] .. (pubTo[p] - 1)
+                      ELSE /\ armed > 0
+                           /\ armed - 1 \in mine[p] .. (pubTo[p] - 1)
+                           /\ (IsCommitted(armed - 1) \/ Bug = "wake_without_commit_check")
        IN IF wake
             THEN /\ pc'      = [pc EXCEPT ![p] = IF isBatch[p] THEN "waking" ELSE "rangeWaking"]
                  /\ wakeFor' = [wakeFor EXCEPT ![p] = armed - 1]
@@ -485,6 +549,13 @@ CheckArmedRange(p) ==
 
 \* The one load of `armed` after a commit: does a query wait for my record?
 ArmedForMe(p) == armed = mine[p] + 1
+
+\* ... and is my record published (Ring::published_past)?  An offered record
+\* may be committed before an owner publishes it; that owner's
+\* CheckArmedRange wakes the query then.  Bug "wake_without_commit_check":
+\* no look at the producer offset.
+WakeAfterCommit(p) ==
+    ArmedForMe(p) /\ (mine[p] < producerOffset \/ Bug = "wake_without_commit_check")
 
 \* Bug "lost_wakeup_check_before_commit": the load of `armed` comes first.
 LoadArmedEarly(p) ==
@@ -526,8 +597,8 @@ Discard(p) ==
 
 CheckArmed(p) ==
     /\ pc[p] = "committed"
-    /\ pc'      = [pc EXCEPT ![p] = IF ArmedForMe(p) THEN "waking" ELSE "idle"]
-    /\ wakeFor' = [wakeFor EXCEPT ![p] = IF ArmedForMe(p) THEN mine[p] ELSE 0]
+    /\ pc'      = [pc EXCEPT ![p] = IF WakeAfterCommit(p) THEN "waking" ELSE "idle"]
+    /\ wakeFor' = [wakeFor EXCEPT ![p] = IF WakeAfterCommit(p) THEN mine[p] ELSE 0]
     /\ mine'    = [mine EXCEPT ![p] = 0]
     /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table>>
     /\ UNCHANGED <<isBatch, pubAt, pubTo, saw>>
@@ -572,21 +643,18 @@ CompleteOn(h, base) ==
     /\ wokeOnLocked' = (wokeOnLocked \/ ~RecordCommitted(h))
 
 \* The host's wake-up for head h = wakeFor[p], under the query lock.  If the
-\* query is still armed for h and h is committed (Ring::is_committed: a
-\* combining owner's CheckArmedRange may name a record that is still LOCKED,
-\* and a committer's Check a record nobody has published yet), disarm it
-\* (Ring::disarm_query_for), then complete the request only if
-\* WdfRequestUnmarkCancelable succeeds; otherwise the cancel routine owns it.
-\* The code unmarks in the same locked step (Platform::take_query) and
-\* completes after releasing the lock, which no other party can tell apart:
-\* an unmarked request is the waker's.  Bug "cancel_double_complete":
-\* complete it whatever UnmarkCancelable says.  Bug "wake_without_disarm":
-\* complete whatever request is pending, armed for h or not.  Bug
-\* "wake_without_commit_check": no look at whether h is committed.  The
-\* request is judged on its own head (qhead), not on h.  Bug
-\* "wake_without_lock": wake while the handler holds the lock (between its
-\* arm and its pend).  A single record's owner that wakes before its commit
-\* (rangeWaking) goes on to commit; any other waker is finished.
+\* query is still armed for h, disarm it (Ring::disarm_query_for), then
+\* complete the request only if WdfRequestUnmarkCancelable succeeds;
+\* otherwise the cancel routine owns it.  The code unmarks in the same locked
+\* step (Platform::take_query) and completes after releasing the lock, which
+\* no other party can tell apart: an unmarked request is the waker's.  Bug
+\* "cancel_double_complete": complete it whatever UnmarkCancelable says.
+\* Bug "wake_without_disarm": complete whatever request is pending, armed
+\* for h or not.  The request is judged on its own head (qhead), not on h.
+\* Bug "wake_without_lock": wake while the handler holds the lock (between
+\* its arm and its pend).  A single record's owner that wakes before its
+\* commit (rangeWaking: only with Bug "wake_without_commit_check") goes on
+\* to commit; any other waker is finished.
 Wake(p) ==
     /\ pc[p] \in {"waking", "rangeWaking"}
     /\ (~HandlerHoldsLock \/ Bug = "wake_without_lock")
@@ -596,9 +664,7 @@ Wake(p) ==
          ELSE /\ pc' = [pc EXCEPT ![p] = "idle"]
               /\ UNCHANGED <<mine, isBatch>>
     /\ wakeFor' = [wakeFor EXCEPT ![p] = 0]
-    /\ IF \/ armed = wakeFor[p] + 1
-             /\ (IsCommitted(wakeFor[p]) \/ Bug = "wake_without_commit_check")
-          \/ Bug = "wake_without_disarm" /\ q = "pending"
+    /\ IF armed = wakeFor[p] + 1 \/ (Bug = "wake_without_disarm" /\ q = "pending")
          THEN IF cancelable \/ Bug = "cancel_double_complete"
                 THEN /\ CompleteOn(qhead, completions)
                      /\ cancelable' = FALSE
@@ -722,6 +788,8 @@ ProducerStep(p) ==
     \/ Offer(p)
     \/ Recheck(p)
     \/ Reclaim(p)
+    \/ Extend(p)
+    \/ ExtendStore(p)
     \/ FallbackWait(p)
     \/ Advance(p)
     \/ Combine(p)
@@ -744,6 +812,8 @@ Next ==
     \/ \E p \in Producers : Offer(p)
     \/ \E p \in Producers : Recheck(p)
     \/ \E p \in Producers : Reclaim(p)
+    \/ \E p \in Producers : Extend(p)
+    \/ \E p \in Producers : ExtendStore(p)
     \/ \E p \in Producers : FallbackWait(p)
     \/ \E p \in Producers : Advance(p)
     \/ \E p \in Producers : Combine(p)
@@ -858,17 +928,27 @@ OneOwner ==
            pc[p] \in {"combining", "checkingRange"} =>
                mine[p] < pubTo[p] /\ pubTo[p] <= producerOffset
 
-\* Every offer in the table is a whole claim that is not published yet, in
-\* the slot of its start, not in the range an owner is about to publish, and
-\* its producer, if it is still at that claim, is past its Offer (step 2):
-\* offered, reclaiming, or done publishing.
+\* The claims still in their producers' hands, before they offer them.
+PreOfferPcs == {"reserved", "locked", "batchReserved", "batchWritten",
+                "offering", "extending", "joining", "fallback"}
+
+\* Every offer in the table is one or more whole claims (one, and those that
+\* joined it) not published yet, in the slot of its start; no two offers and
+\* no offer and a claim in its producer's hands or in the range an owner is
+\* about to publish overlap; and the producer of its first claim, if it is
+\* still at that claim, is past its Offer (step 2): offered, reclaiming, or
+\* done publishing.
 OffersAreFresh ==
     \A i \in TableSlots : table[i] # None =>
         LET e == table[i] IN
         /\ Idx(e.start) = i
         /\ producerOffset <= e.start
+        /\ e.start < e.end
         /\ e.end <= reserveOffset
-        /\ e.end = e.start + 1 \/ (Batch > 0 /\ e.end = e.start + Batch)
+        /\ \A j \in TableSlots :
+               (j # i /\ table[j] # None) => (e.end <= table[j].start \/ table[j].end <= e.start)
+        /\ \A p \in Producers :
+               pc[p] \in PreOfferPcs => (e.end <= mine[p] \/ ClaimEnd(p) <= e.start)
         /\ \A p \in Producers :
                pc[p] = "advancing" => (e.end <= pubAt[p] \/ pubTo[p] <= e.start)
         /\ \A p \in Producers :
@@ -882,8 +962,7 @@ OffersAreFresh ==
 NoClaimLost ==
     \A o \in producerOffset .. (reserveOffset - 1) :
         \/ \E p \in Producers :
-               /\ pc[p] \in {"reserved", "locked", "batchReserved", "batchWritten",
-                             "offering", "offered", "reclaiming", "fallback"}
+               /\ pc[p] \in PreOfferPcs \cup {"offered", "reclaiming"}
                /\ mine[p] <= o /\ o < ClaimEnd(p)
         \/ \E i \in TableSlots : table[i] # None /\ table[i].start <= o /\ o < table[i].end
         \/ \E p \in Producers : pc[p] = "advancing" /\ pubAt[p] <= o /\ o < pubTo[p]

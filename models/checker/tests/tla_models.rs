@@ -327,16 +327,18 @@ fn mp_batches_combine_pass() {
     );
 }
 
-/// An offer table of one slot: offers collide, and a producer whose offer finds the slot
-/// held by another claim's waits for the producer offset (`FallbackWait`). Every invariant
-/// and property holds, `ClaimsPublished` among them (nobody waits forever).
+/// An offer table of one slot: offers collide. A producer whose offer finds the slot held by
+/// another claim's joins an offer that ends at its start (`Extend`; a reclaim then takes the
+/// grown offer), or, if none does, looks at the producer offset and tries its slot again
+/// (`FallbackWait`). Every invariant and property holds, `ClaimsPublished` among them
+/// (nobody waits forever).
 #[test]
 fn mp_offer_collisions_pass() {
     let report = run("RingBufferMP.tla", "RingBufferMP_collide.cfg");
     assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
     assert_eq!(report.outcome, Outcome::Pass);
     assert_actions_taken(&report, COMBINING_ACTIONS);
-    assert_actions_taken(&report, &["FallbackWait", "Wake", "QueryRecheck"]);
+    assert_actions_taken(&report, &["Extend", "FallbackWait", "Wake", "QueryRecheck"]);
 }
 
 /// A producer that offers its claim and is done, without re-checking the producer offset:
@@ -367,8 +369,22 @@ fn mp_reclaim_by_plain_store_fails_one_owner() {
     assert_eq!(report.outcome, Outcome::Invariant("OneOwner".into()));
 }
 
-/// A wake-up that does not re-check that its head is committed: a combining owner publishes
-/// a record still LOCKED and completes the query that waits for it.
+/// A claim that joins an offer with a load and a plain store instead of a compare-and-swap:
+/// the owner takes the offer in between, the store puts it back grown, and its claims are
+/// published twice.
+#[test]
+fn mp_extend_by_plain_store_fails_offers_are_fresh() {
+    let report = run(
+        "RingBufferMP.tla",
+        "RingBufferMP_buggy_extend_by_plain_store.cfg",
+    );
+    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
+    assert_eq!(report.outcome, Outcome::Invariant("OffersAreFresh".into()));
+}
+
+/// Producers whose checks of `armed` do not look whether the head is published and committed:
+/// an owner's check after its publish finds the query waiting for a record still LOCKED and
+/// completes it.
 #[test]
 fn mp_wake_without_commit_check_fails_committed_head() {
     let report = run(
@@ -654,6 +670,7 @@ fn every_cfg_is_checked() {
             "RingBufferMP_buggy_batch_wake_checks_last.cfg",
             "RingBufferMP_buggy_cancel_double_complete.cfg",
             "RingBufferMP_buggy_complete_on_producer_ahead.cfg",
+            "RingBufferMP_buggy_extend_by_plain_store.cfg",
             "RingBufferMP_buggy_lost_wakeup_arm_without_recheck.cfg",
             "RingBufferMP_buggy_lost_wakeup_check_before_commit.cfg",
             "RingBufferMP_buggy_lost_wakeup_recheck_reused_slot.cfg",
