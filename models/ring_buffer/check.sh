@@ -76,7 +76,6 @@ expect RingBufferMP.tla    RingBufferMP_batch_combine.cfg                     pa
 expect RingBufferMP.tla    RingBufferMP_collide.cfg                           pass
 expect RingBufferMP.tla    RingBufferMP_buggy_offer_without_recheck.cfg       invariant:QuiescentIsPublished
 expect RingBufferMP.tla    RingBufferMP_buggy_reclaim_by_plain_store.cfg      invariant:OneOwner
-expect RingBufferMP.tla    RingBufferMP_buggy_extend_by_plain_store.cfg       invariant:OffersAreFresh
 expect RingBufferMP.tla    RingBufferMP_buggy_wake_without_commit_check.cfg   invariant:QueryCompletesOnCommittedHead
 expect ConsumerHandover.tla ConsumerHandover.cfg                           pass
 expect ConsumerHandover.tla ConsumerHandover_buggy_shared_consumer_page.cfg invariant:NoStaleInfluence

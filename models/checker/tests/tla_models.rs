@@ -369,19 +369,6 @@ fn mp_reclaim_by_plain_store_fails_one_owner() {
     assert_eq!(report.outcome, Outcome::Invariant("OneOwner".into()));
 }
 
-/// A claim that joins an offer with a load and a plain store instead of a compare-and-swap:
-/// the owner takes the offer in between, the store puts it back grown, and its claims are
-/// published twice.
-#[test]
-fn mp_extend_by_plain_store_fails_offers_are_fresh() {
-    let report = run(
-        "RingBufferMP.tla",
-        "RingBufferMP_buggy_extend_by_plain_store.cfg",
-    );
-    assert_checked(&report, MP_INVARIANTS, MP_PROPERTIES);
-    assert_eq!(report.outcome, Outcome::Invariant("OffersAreFresh".into()));
-}
-
 /// Producers whose checks of `armed` do not look whether the head is published and committed:
 /// an owner's check after its publish finds the query waiting for a record still LOCKED and
 /// completes it.
@@ -670,7 +657,6 @@ fn every_cfg_is_checked() {
             "RingBufferMP_buggy_batch_wake_checks_last.cfg",
             "RingBufferMP_buggy_cancel_double_complete.cfg",
             "RingBufferMP_buggy_complete_on_producer_ahead.cfg",
-            "RingBufferMP_buggy_extend_by_plain_store.cfg",
             "RingBufferMP_buggy_lost_wakeup_arm_without_recheck.cfg",
             "RingBufferMP_buggy_lost_wakeup_check_before_commit.cfg",
             "RingBufferMP_buggy_lost_wakeup_recheck_reused_slot.cfg",
