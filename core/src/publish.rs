@@ -41,8 +41,9 @@ use crate::record::LOCKED;
 use crate::sync::{AtomicU64, Ordering, fence};
 
 /// Slots of the offer table: more than the producers that are ever between their claim and
-/// their publish at once in the kernel (one per processor), and few enough for two cache
-/// lines' worth of loads to stay cheap. Two under loom, so that its models meet collisions.
+/// their publish at once in the kernel (one per processor), and few enough (eight cache
+/// lines) that `Offers::extend`'s scan of them all, on a collision only, stays cheap. Two
+/// under loom, so that its models meet collisions.
 #[cfg(not(loom))]
 pub(crate) const OFFER_SLOTS: usize = 64;
 #[cfg(loom)]
