@@ -340,7 +340,7 @@ fn loom_offer_joined_while_taken_back_or_taken_publishes_every_claim() {
 /// query's own check, the publisher's or the committer's wake-up.
 #[test]
 fn loom_offer_published_by_another_and_committed_by_its_own_never_loses_a_wakeup() {
-    model_reading("offer and wake", 3, |runs| {
+    model_reading("offer and wake", 4, |runs| {
         let (ring, mut consumer) = HeapRing::new(ring_of(64), Waking::default());
         let ring = Arc::new(ring);
         let done = Arc::new(AtomicBool::new(false));
@@ -795,14 +795,22 @@ fn loom_a_walk_stops_at_a_record_being_written_and_orders_its_writes() {
         let (ring, _consumer) = HeapRing::new(ring_of(64), ());
         ring.hostile_store_consumer_page(u64::MAX);
         let ring = Arc::new(ring);
+        // The first reserves (its record LOCKED while written); the others write, copying
+        // their payloads before their publish and its SeqCst fence, so that only the walk's
+        // acquire of the header orders a copy into space it returned after the commit's
+        // payload writes.
         let threads: Vec<_> = [(1u8, 56usize), (2, 8), (3, 8)]
             .into_iter()
             .map(|(id, len)| {
                 let ring = ring.clone();
                 thread::spawn(move || {
-                    if let Ok(mut r) = ring.reserve(len) {
-                        r.payload().fill(id);
-                        r.submit();
+                    if id == 1 {
+                        if let Ok(mut r) = ring.reserve(len) {
+                            r.payload().fill(id);
+                            r.submit();
+                        }
+                    } else {
+                        let _ = ring.write(&[id; 8]);
                     }
                 })
             })
