@@ -211,7 +211,7 @@ impl<H: Hooks> Ring<H> {
     /// records, and returns where they start; [`ReserveError::Full`], counting `records`
     /// drops, if the consumer has not returned enough space.
     #[inline]
-    fn claim(&self, size: u64, records: u64) -> Result<u64, ReserveError> {
+    pub(crate) fn claim(&self, size: u64, records: u64) -> Result<u64, ReserveError> {
         let capacity = self.capacity().as_u64();
         let kernel = self.placement.kernel();
         let reserve = &kernel.reserve_offset.0;
@@ -293,7 +293,7 @@ impl<H: Hooks> Ring<H> {
     /// Copies `payload` into the claimed, unpublished record at `offset` and writes its
     /// header, committed; returns where the next record starts.
     #[inline]
-    fn place(&self, offset: u64, payload: &[u8]) -> u64 {
+    pub(crate) fn place(&self, offset: u64, payload: &[u8]) -> u64 {
         let view = self.placement.data();
         #[cfg(loom)]
         view.track_payload(offset, payload.len(), true);

@@ -694,3 +694,44 @@ fn a_record_published_after_another_passes_the_earlier_payload_on() {
         });
     }
 }
+
+/// An offered record reaches the consumer through the offer alone: a claim is held
+/// unpublished (claimed and written, its publish held back), a second producer writes a
+/// record behind it and so offers it, then the first is published, taking the offer, and
+/// then a third thread consumes both, in order. The threads are ordered by relaxed flags
+/// only: under miri the ring's own orderings order the consumer's read of the offered
+/// payload after its copy. (Weakening the offer's release or the take's acquire goes
+/// unseen here: miri, like loom, joins each SeqCst fence with every earlier one, and the
+/// publish fences next to both.)
+#[test]
+fn an_offered_payload_reaches_the_consumer_through_the_offer() {
+    use std::sync::atomic::{AtomicBool, Ordering as Std};
+    for _ in 0..4 {
+        let (ring, mut consumer) = HeapRing::new(page(), ());
+        let start = ring.claim(16, 1).unwrap();
+        let end = ring.place(start, &[1; 8]);
+        let (offered, published) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(ring.write(&[2; 8]), Ok(16));
+                offered.store(true, Std::Relaxed);
+            });
+            let reader = s.spawn(|| {
+                while !published.load(Std::Relaxed) {
+                    std::thread::yield_now();
+                }
+                let mut seen = Vec::new();
+                while seen.len() < 2 {
+                    consumer.consume(|record| seen.push(record.to_vec()));
+                }
+                seen
+            });
+            while !offered.load(Std::Relaxed) {
+                std::thread::yield_now();
+            }
+            ring.publish(start, end);
+            published.store(true, Std::Relaxed);
+            assert_eq!(reader.join().unwrap(), [[1u8; 8].to_vec(), [2; 8].to_vec()]);
+        });
+    }
+}
