@@ -244,10 +244,9 @@ fn timed(
 }
 
 /// The hooks of a user-mode host with more producer threads than cores (4 producers on the
-/// 2-core machines): a producer waiting for an earlier one to publish spins a little, then
-/// yields, so that a preempted producer may get a core back (spinning alone, one preemption
-/// stalls every later producer for a whole time slice). Sleeping instead of yielding was
-/// tried: no better (every publish in a convoy of sleepers then waits for a wake-up).
+/// 2-core machines): a producer waiting for an earlier one to publish (only when its offer
+/// slot is taken and no offer ends at its start, `core/src/publish.rs`) spins a little, then
+/// yields, so that a preempted producer may get a core back.
 struct YieldingHooks;
 
 impl Hooks for YieldingHooks {
