@@ -94,6 +94,11 @@ pub(crate) struct RequestState {
     /// The I/O manager's completion routine: told the status and output once, when the driver
     /// completes the request (on the completing thread, after the request's lock is dropped).
     pub(crate) on_complete: Option<Completion>,
+    /// Threads blocked in [`crate::sim::Irp::wait`] for the completion: the completing
+    /// thread wakes them only if there are any (a condition variable's notify is a system
+    /// call even with no waiter, and the producer that completes a QUERY runs it before it
+    /// sleeps, on the wake-up's path).
+    pub(crate) waiters: u32,
 }
 
 /// What the I/O manager does when a request completes (see [`RequestState::on_complete`]).

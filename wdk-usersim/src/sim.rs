@@ -111,12 +111,15 @@ impl Irp {
                 "request {:#x} was never completed",
                 self.id
             );
+            // Counted under the request's lock, which the completion holds when it looks.
+            state.waiters += 1;
             state = self
                 .request
                 .done
                 .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.waiters -= 1;
         }
         state.completed.clone().expect("completed")
     }
@@ -400,6 +403,7 @@ impl Sim {
                 refused_cancelable: false,
                 completed: None,
                 on_complete,
+                waiters: 0,
             }),
             done: Condvar::new(),
         });

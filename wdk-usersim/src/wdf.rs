@@ -587,8 +587,12 @@ pub unsafe fn WdfRequestCompleteWithInformation(
     let on_complete = s.on_complete.take();
     s.completed = Some((status, output.clone()));
     s.cancel = Cancel::NotCancelable;
+    // Looked at under the lock: a waiter counts itself under it before it sleeps.
+    let waiters = s.waiters;
     drop(s);
-    r.done.notify_all();
+    if waiters != 0 {
+        r.done.notify_all();
+    }
     if let Some(on_complete) = on_complete {
         on_complete(status, &output);
     }
