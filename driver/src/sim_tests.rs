@@ -137,6 +137,26 @@ fn cancel_completes_a_pending_query_cancelled() {
     sim.assert_clean_unload();
 }
 
+/// A thread blocked in the I/O manager's wait for a QUERY gets the reply of the completion a
+/// write on another thread makes (the completion wakes only counted waiters; a missed wake
+/// would show as the wait's 60 s deadline, not as a failure: no timing in tests).
+#[test]
+fn a_thread_waiting_for_a_query_is_woken_by_another_threads_write() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let pending = query(&sim, file, reply.consumer_offset);
+    let (code, out) = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| pending.wait());
+        write(&sim, file, b"wakes the waiter");
+        waiter.join().expect("the waiter panicked")
+    });
+    assert_eq!(code, STATUS_SUCCESS);
+    let answer = QueryReply::read_exact(&out).expect("a QUERY reply");
+    assert!(answer.producer_offset > reply.consumer_offset);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
 #[test]
 fn cleanup_completes_a_pending_query() {
     let (sim, file) = loaded();
