@@ -129,6 +129,13 @@ impl<H: Hooks> Ring<H> {
                 }
                 position += size;
                 submitted += u64::from(word & DISCARDED == 0);
+                // Each header's address comes from the one before, so a walk over headers
+                // that left this processor's cache waits for one miss at a time. Records in a
+                // stream are mostly of one size: the header four of this record's size ahead
+                // is asked for now, so that the misses overlap (`cargo bench -p ringmap-core
+                // -- 4KiB`: the walk was a sixth of the 4 KiB producer's time). A wrong guess
+                // costs one hint.
+                view.prefetch_header(position.wrapping_add(4 * size));
             }
             if position == current {
                 return current;

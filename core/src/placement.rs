@@ -151,6 +151,28 @@ impl DataView {
         }
     }
 
+    /// Asks the processor to bring the header at `offset` (masked into the data, as in
+    /// [`header`](Self::header)) into its cache, for a walk that expects to read it soon. A
+    /// hint: it reads nothing, orders nothing and cannot fault; nothing where the target has
+    /// no such instruction, and under loom and miri.
+    #[inline]
+    pub(crate) fn prefetch_header(&self, offset: u64) {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        {
+            let index = self.capacity.index(offset) & !(HEADER_SIZE - 1);
+            // SAFETY: `index < capacity`, so the address lies in the data (as in `header`);
+            // `_mm_prefetch` needs SSE, which every x86_64 processor has, and is no access in
+            // the language's sense: it cannot fault, and no write races with it.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    self.data.add(index).as_ptr().cast::<i8>(),
+                );
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+        let _ = offset;
+    }
+
     /// Under loom: registers a payload access of `bytes` bytes at `offset` with the model
     /// (a write if `write`), slot by slot, as the double mapping places them.
     #[cfg(loom)]
