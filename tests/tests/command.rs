@@ -936,6 +936,12 @@ fn bench_json_is_one_object_with_both_tables() {
     assert_eq!(ratios.len(), 3, "{report}");
     assert_eq!(wake["p50_ratio_median"], ratios[1], "{report}");
     assert_eq!(wake["goal_max_p50_ratio"], 1.5, "{report}");
+    // What each waiter spent of its own CPU per wake-up (the device's re-arm included), which
+    // decides how often a shared core runs it at once: both sides, measured.
+    for side in ["device", "peer"] {
+        let cpu = &wake["waiter_cpu_us_per_wakeup"][side];
+        assert!(cpu.as_f64().is_some_and(|us| us > 0.0), "{side}: {report}");
+    }
     assert_eq!(
         wake["goal_met"].as_bool(),
         Some(ratios[1].as_f64().unwrap() <= 1.5),

@@ -179,12 +179,16 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
     let reps = u64::from(args.reps).clamp(1, args.wakeups.max(1));
     let per_rep = (args.wakeups / reps).max(1);
     let (mut device_wake, mut pipe_wake, mut p50_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut device_cpu, mut peer_cpu) = (Some(0u64), Some(0u64));
     for _ in 0..reps {
         let device_rep = device_wake_latency(&device, &mut mapping, per_rep)?;
         #[cfg(target_os = "linux")]
         let peer_rep = eventfd_wake_latency(per_rep)?;
         #[cfg(not(target_os = "linux"))]
         let peer_rep = pipe_wake_latency(per_rep)?;
+        device_cpu = device_cpu.zip(device_rep.waiter_cpu_ns).map(|(a, b)| a + b);
+        peer_cpu = peer_cpu.zip(peer_rep.waiter_cpu_ns).map(|(a, b)| a + b);
+        let (device_rep, peer_rep) = (device_rep.latencies, peer_rep.latencies);
         if let (Some(d), Some(q)) = (
             percentile_us(&device_rep, 50.0),
             percentile_us(&peer_rep, 50.0),
@@ -199,6 +203,9 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
     pipe_wake.sort_unstable();
     // `median` sorts them too, for the range and the JSON below.
     let p50_ratio = (!p50_ratios.is_empty()).then(|| median(&mut p50_ratios));
+    // Each waiter's own CPU time per wake-up, over all reps.
+    let cpu_us = |total: Option<u64>| total.map(|ns| ns as f64 / 1000.0 / (per_rep * reps) as f64);
+    let (device_cpu_us, peer_cpu_us) = (cpu_us(device_cpu), cpu_us(peer_cpu));
     let wake_goal_met = p50_ratio.map(|ratio| ratio <= WAKE_GOAL);
     if table {
         outln!(
@@ -244,6 +251,24 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
             );
         }
     }
+    if table {
+        let ratio = match (device_cpu_us, peer_cpu_us) {
+            (Some(d), Some(q)) if q > 0.0 => format!("{:.2}x", d / q),
+            _ => "n/a".to_string(),
+        };
+        outln!(
+            "{:<10} {:>12} {:>12} {:>14}",
+            "cpu/wake",
+            format_us(device_cpu_us),
+            format_us(peer_cpu_us),
+            ratio
+        )?;
+        outln!(
+            "(cpu/wake: the waiter's own CPU time per wake-up, the device's re-arming QUERY included; \
+             on a shared core, a waiter that runs longer per wake-up is less often run at once \
+             by the next one, which the latency shows)"
+        )?;
+    }
     if table && let (Some(ratio), Some(met)) = (p50_ratio, wake_goal_met) {
         outln!(
             "p50 ratio, rep by rep: median {ratio:.2}x [{:.2} .. {:.2}]; goal <= {WAKE_GOAL}x (issue 11): {}",
@@ -266,6 +291,10 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
                 "p50_ratio_median": p50_ratio,
                 "goal_max_p50_ratio": WAKE_GOAL,
                 "goal_met": wake_goal_met,
+                "waiter_cpu_us_per_wakeup": {
+                    "device": device_cpu_us,
+                    "peer": peer_cpu_us,
+                },
             },
         });
         outln!("{report}")?;
@@ -409,9 +438,10 @@ fn device_wake_latency(
     device: &Device,
     mapping: &mut Mapping,
     samples: u64,
-) -> Result<Vec<u64>, CliError> {
+) -> Result<WakeRep, CliError> {
     device.generate(GenerateRequest::start(1, 16, 2000, samples))?;
     let mut latencies = Vec::with_capacity(samples as usize);
+    let cpu_start = thread_cpu_ns();
     let mut received = 0u64;
     let mut idle = 0u32;
     while received < samples {
@@ -443,34 +473,72 @@ fn device_wake_latency(
             idle = 0;
         }
     }
+    let waiter_cpu_ns = cpu_since(cpu_start);
     let _ = device.wait(
         mapping.consumer().position(),
         Some(Duration::from_millis(1)),
     );
     device.generate(GenerateRequest::stop())?;
     latencies.sort_unstable();
-    Ok(latencies)
+    Ok(WakeRep {
+        latencies,
+        waiter_cpu_ns,
+    })
+}
+
+/// One rep of a wake-up measurement.
+struct WakeRep {
+    /// Each wake-up's latency, in nanoseconds, sorted.
+    latencies: Vec<u64>,
+    /// The waiting thread's own CPU time over the rep's wake-ups (`None`: not read here).
+    waiter_cpu_ns: Option<u64>,
+}
+
+/// The calling thread's CPU time in nanoseconds (Linux: `CLOCK_THREAD_CPUTIME_ID`; `None`
+/// elsewhere).
+fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Some(now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// This thread's CPU time since `start` (a [`thread_cpu_ns`] reading).
+fn cpu_since(start: Option<u64>) -> Option<u64> {
+    start
+        .zip(thread_cpu_ns())
+        .map(|(start, now)| now.saturating_sub(start))
 }
 
 /// A plain wake-up: one thread writes its send time into a pipe every 500 us, this one is
 /// blocked in `read` and measures from that time to its return.
 #[cfg_attr(target_os = "linux", allow(dead_code))]
-fn pipe_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
+fn pipe_wake_latency(samples: u64) -> Result<WakeRep, CliError> {
     let (mut reader, mut writer) = std::io::pipe()?;
     let sender = thread::spawn(move || -> std::io::Result<()> {
         paced(samples, || writer.write_all(&monotonic_ns().to_le_bytes()))
     });
     let mut latencies = Vec::with_capacity(samples as usize);
     let mut buffer = [0u8; 8];
+    let cpu_start = thread_cpu_ns();
     for _ in 0..samples {
         reader.read_exact(&mut buffer)?;
         latencies.push(monotonic_ns().saturating_sub(u64::from_le_bytes(buffer)));
     }
+    let waiter_cpu_ns = cpu_since(cpu_start);
     sender
         .join()
         .map_err(|_| CliError::msg("the pipe sender thread panicked."))??;
     latencies.sort_unstable();
-    Ok(latencies)
+    Ok(WakeRep {
+        latencies,
+        waiter_cpu_ns,
+    })
 }
 
 /// The environment variable that makes `ringmap` the sender of [`eventfd_wake_latency`]:
@@ -483,7 +551,7 @@ pub const WAKE_SENDER_ENV: &str = "RINGMAP_BENCH_WAKE_SENDER";
 /// sends the time through a pipe, every 500 us, as the generator paces the device's
 /// wake-ups; this process measures from the stamp to its return from the eventfd's `read`.
 #[cfg(target_os = "linux")]
-fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
+fn eventfd_wake_latency(samples: u64) -> Result<WakeRep, CliError> {
     use std::os::fd::AsRawFd;
     // Inherited by the child (no CLOEXEC); blocking, as a waiter's is.
     let event = rustix::event::eventfd(0, rustix::event::EventfdFlags::empty())
@@ -498,7 +566,9 @@ fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
     let mut latencies = Vec::with_capacity(samples as usize);
     let mut count = [0u8; 8];
     let mut stamp = [0u8; 8];
+    let mut waiter_cpu_ns = None;
     let result = (|| -> Result<(), CliError> {
+        let cpu_start = thread_cpu_ns();
         let mut received = 0;
         while received < samples {
             rustix::io::read(&event, &mut count)
@@ -516,6 +586,7 @@ fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
             }
             received += sets;
         }
+        waiter_cpu_ns = cpu_since(cpu_start);
         Ok(())
     })();
     let status = child.wait()?;
@@ -526,7 +597,10 @@ fn eventfd_wake_latency(samples: u64) -> Result<Vec<u64>, CliError> {
         )));
     }
     latencies.sort_unstable();
-    Ok(latencies)
+    Ok(WakeRep {
+        latencies,
+        waiter_cpu_ns,
+    })
 }
 
 /// The child's side of [`eventfd_wake_latency`] (`spec` is [`WAKE_SENDER_ENV`]'s value):
