@@ -405,6 +405,15 @@ impl Handle {
         timeout: Option<Duration>,
     ) -> Result<bool, Error> {
         let event = event.as_fd();
+        // The processor first, once: the producer that set the event last time has usually
+        // woken this thread onto its own core and is still runnable there, on its way to
+        // sleep. Sending the QUERY now would run this thread's re-arm (and the server
+        // thread it wakes) against that producer, and Linux runs a woken thread at once,
+        // ahead of its waker, only while it has not used more than its share of the core:
+        // a thread that re-arms under contention every time is then woken late every other
+        // time (README, "Performance": `ringmap bench`'s `cpu/wake`). The re-arm is not on
+        // any wake-up's path (a record committed before the QUERY completes it at once).
+        std::thread::yield_now();
         // A setting left over (an earlier QUERY's, or a mapping's end) is not this one's.
         drain_eventfd(event);
         let id = self.new_id();
