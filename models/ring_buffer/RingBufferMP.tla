@@ -34,8 +34,10 @@
 (* holds offers: claims whose headers are written, left for whoever         *)
 (* publishes up to their start.                                             *)
 (* Each step is one action:                                                 *)
-(*   1 PubCheck       load the producer offset: = s: owner of [s, e);       *)
-(*                    else go to 2;                                         *)
+(*   1 PubCheck       load `publishedEnd` (kernel page: the end the last    *)
+(*                    owner published to): = s: owner of [s, e); else go    *)
+(*                    to 2 (a stale value only sends s down the offer path, *)
+(*                    whose step 3 reads the producer offset itself);       *)
 (*   2 Offer          CAS table[Idx(s)] from None to [s, e): done, go to 3; *)
 (*                    the slot holds another claim's offer: go to Extend;   *)
 (*   3 Recheck        (SeqCst fence) load the producer offset: = s: go to   *)
@@ -52,7 +54,8 @@
 (*   5 Advance        store producer offset := y;                           *)
 (*   6 Combine        (SeqCst fence) table[Idx(y)] holds the offer [y, z)   *)
 (*                    (grown or not): CAS it to None, owner of [y, z) too,  *)
-(*                    back to 5; else go to 7;                              *)
+(*                    back to 5; else go to StoreEnd;                       *)
+(*   StoreEnd         store publishedEnd := y (the last y), then go to 7;   *)
 (*   7 CheckArmedRange  load `armed`: a head in [own start, last y) that is *)
 (*                    committed (not LOCKED): Wake it.  Then a single       *)
 (*                    record goes on to commit (and its own Check after); a *)
@@ -166,18 +169,19 @@ Offers == [start : Offsets, end : Offsets]
 \*   extending  --Extend-->       done (joined an offer), or fallback
 \*   fallback   --FallbackWait--> advancing (owner), or offering (again)
 \*   advancing  --Advance-->      combining
-\*   combining  --Combine-->      advancing (took an offer), or checkingRange
+\*   combining  --Combine-->      advancing (took an offer), or storingEnd
+\*   storingEnd --StoreEnd-->     checkingRange
 \*   checkingRange --CheckArmedRange--> done, or a wake-up: rangeWaking (a
 \*              single record: Wake, then on to commit) or waking (a batch)
 \* where "done" is published (a single record, on to commit) or idle (a batch).
 PublishPcs == {"offering", "offered", "reclaiming", "extending", "fallback",
-               "advancing", "combining", "checkingRange", "rangeWaking"}
+               "advancing", "combining", "storingEnd", "checkingRange", "rangeWaking"}
 
 PcValues == {"idle", "reserved", "locked", "published", "loaded", "committed", "waking",
              "batchReserved", "batchWritten"} \cup PublishPcs
 
 \* The owner states: p owns a range of claims it is publishing.
-OwnerPcs == {"advancing", "combining", "checkingRange"}
+OwnerPcs == {"advancing", "combining", "storingEnd", "checkingRange"}
 
 \* State of the latest QUERY request: none yet; the handler runs, holding
 \* the query lock ("armed", or "checked" with Bug =
@@ -187,6 +191,7 @@ QValues == {"none", "armed", "checked", "pending", "done"}
 VARIABLES
     reserveOffset,   \* kernel page: reserve_offset
     producerOffset,  \* producer page: producer_offset
+    publishedEnd,    \* kernel page: published_end, the end the last owner published to
     userConsumer,    \* consumer page: consumer_offset (hostile)
     validated,       \* kernel page: validated_consumer_offset
     hdr,             \* hdr[s]: the header in slot s
@@ -209,7 +214,7 @@ VARIABLES
 
 prodVars  == <<pc, mine, isBatch, pubAt, pubTo, wakeFor, saw>>
 
-vars == <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars,
+vars == <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table, prodVars,
           armed, q, qhead, cancelReq, cancelable, cancelOwned, completions,
           wokeOnLocked>>
 
@@ -284,6 +289,7 @@ Outstanding == q \in {"armed", "checked", "pending"}
 Init ==
     /\ reserveOffset  = 0
     /\ producerOffset = 0
+    /\ publishedEnd   = 0
     /\ userConsumer   = 0
     /\ validated      = 0
     /\ hdr            = [s \in Slots |-> "Zero"]
@@ -318,7 +324,7 @@ Reserve(p) ==
     /\ reserveOffset' = reserveOffset + 1
     /\ mine' = [mine EXCEPT ![p] = reserveOffset]
     /\ pc'   = [pc EXCEPT ![p] = "reserved"]
-    /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, userConsumer, validated, hdr, table>>
     /\ UNCHANGED <<isBatch, pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
 
@@ -333,14 +339,14 @@ Walk(p) ==
     /\ reserveOffset + Want(p) > validated + Capacity
     /\ WalkEnd(userConsumer) > validated
     /\ validated' = WalkEnd(userConsumer)
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, hdr, table, prodVars>>
     /\ UNCHANGED queryVars
 
 Lock(p) ==
     /\ pc[p] = "reserved"
     /\ hdr' = [hdr EXCEPT ![Slot(mine[p])] = "Locked"]
     /\ pc'  = [pc EXCEPT ![p] = "locked"]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, table>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, table>>
     /\ UNCHANGED <<mine, isBatch, pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
 
@@ -365,15 +371,19 @@ FinishPublish(p) ==
       ELSE /\ pc'      = [pc EXCEPT ![p] = "published"]
            /\ UNCHANGED <<mine, isBatch>>
 
-\* 1. Load the producer offset: everything before my claim is published, so
-\* I own it; else offer it.
+\* 1. Load `publishedEnd`: the last owner published up to my claim, so
+\* everything before it is published and I own it; else offer it.  (The
+\* producer offset is then at my start too: PublishedEndSound.  A value
+\* that lags behind, an owner between its Advance and its StoreEnd or two
+\* owners' stores in either order, only sends me down the offer path, whose
+\* Recheck reads the producer offset.)
 PubCheck(p) ==
     /\ pc[p] \in {"locked", "batchWritten"}
-    /\ IF producerOffset = mine[p]
+    /\ IF publishedEnd = mine[p]
          THEN BecomeOwner(p)
          ELSE /\ pc' = [pc EXCEPT ![p] = "offering"]
               /\ UNCHANGED <<pubAt, pubTo>>
-    /\ UNCHANGED <<producerOffset, table, mine, isBatch, wakeFor>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, table, mine, isBatch, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -390,7 +400,7 @@ Offer(p) ==
                         /\ UNCHANGED <<mine, isBatch>>
          ELSE /\ pc' = [pc EXCEPT ![p] = "extending"]
               /\ UNCHANGED <<table, mine, isBatch>>
-    /\ UNCHANGED <<producerOffset, pubAt, pubTo, wakeFor>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, pubAt, pubTo, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -403,7 +413,7 @@ Recheck(p) ==
          THEN /\ pc' = [pc EXCEPT ![p] = "reclaiming"]
               /\ UNCHANGED <<mine, isBatch>>
          ELSE FinishPublish(p)
-    /\ UNCHANGED <<producerOffset, table, pubAt, pubTo, wakeFor>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, table, pubAt, pubTo, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -426,7 +436,7 @@ Reclaim(p) ==
               /\ UNCHANGED <<mine, isBatch>>
          ELSE /\ FinishPublish(p)
               /\ UNCHANGED <<table, pubAt, pubTo>>
-    /\ UNCHANGED <<producerOffset, wakeFor>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -447,7 +457,7 @@ Extend(p) ==
                  /\ FinishPublish(p)
          ELSE /\ pc' = [pc EXCEPT ![p] = "fallback"]
               /\ UNCHANGED <<table, mine, isBatch>>
-    /\ UNCHANGED <<producerOffset, pubAt, pubTo, wakeFor>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, pubAt, pubTo, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -459,7 +469,7 @@ FallbackWait(p) ==
          THEN BecomeOwner(p)
          ELSE /\ pc' = [pc EXCEPT ![p] = "offering"]
               /\ UNCHANGED <<pubAt, pubTo>>
-    /\ UNCHANGED <<producerOffset, table, mine, isBatch, wakeFor>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, table, mine, isBatch, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -471,7 +481,7 @@ Advance(p) ==
     /\ producerOffset' = pubTo[p]
     /\ pc'    = [pc EXCEPT ![p] = "combining"]
     /\ pubAt' = [pubAt EXCEPT ![p] = 0]
-    /\ UNCHANGED <<table, mine, isBatch, pubTo, wakeFor>>
+    /\ UNCHANGED <<publishedEnd, table, mine, isBatch, pubTo, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -489,9 +499,21 @@ Combine(p) ==
               /\ pc'    = [pc EXCEPT ![p] = "advancing"]
               /\ pubAt' = [pubAt EXCEPT ![p] = e.start]
               /\ pubTo' = [pubTo EXCEPT ![p] = e.end]
-         ELSE /\ pc'    = [pc EXCEPT ![p] = "checkingRange"]
+         ELSE /\ pc'    = [pc EXCEPT ![p] = "storingEnd"]
               /\ UNCHANGED <<table, pubAt, pubTo>>
-    /\ UNCHANGED <<producerOffset, mine, isBatch, wakeFor>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, mine, isBatch, wakeFor>>
+    /\ UNCHANGED pubOthers
+    /\ UNCHANGED queryVars
+
+\* After the last Combine (no offer at my end): store publishedEnd := the
+\* end I published to, a release store after my last Advance, so that the
+\* producer of the claim that starts there finds it in its PubCheck.  Only
+\* owners store it, each the value it stored in the producer offset.
+StoreEnd(p) ==
+    /\ pc[p] = "storingEnd"
+    /\ publishedEnd' = pubTo[p]
+    /\ pc' = [pc EXCEPT ![p] = "checkingRange"]
+    /\ UNCHANGED <<producerOffset, table, mine, isBatch, pubAt, pubTo, wakeFor>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -524,7 +546,7 @@ CheckArmedRange(p) ==
             ELSE /\ FinishPublish(p)
                  /\ UNCHANGED wakeFor
     /\ pubTo' = [pubTo EXCEPT ![p] = 0]
-    /\ UNCHANGED <<producerOffset, table, pubAt>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, table, pubAt>>
     /\ UNCHANGED pubOthers
     /\ UNCHANGED queryVars
 
@@ -546,7 +568,7 @@ LoadArmedEarly(p) ==
     /\ pc[p] = "published"
     /\ saw' = [saw EXCEPT ![p] = ArmedForMe(p)]
     /\ pc'  = [pc EXCEPT ![p] = "loaded"]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table>>
     /\ UNCHANGED <<mine, isBatch, pubAt, pubTo, wakeFor>>
     /\ UNCHANGED queryVars
 
@@ -566,7 +588,7 @@ CommitAs(p, v) ==
               /\ saw'     = [saw EXCEPT ![p] = FALSE]
          ELSE /\ pc'      = [pc EXCEPT ![p] = "committed"]
               /\ UNCHANGED <<mine, saw, wakeFor>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, table>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, table>>
     /\ UNCHANGED <<isBatch, pubAt, pubTo>>
     /\ UNCHANGED queryVars
 
@@ -583,7 +605,7 @@ CheckArmed(p) ==
     /\ pc'      = [pc EXCEPT ![p] = IF WakeAfterCommit(p) THEN "waking" ELSE "idle"]
     /\ wakeFor' = [wakeFor EXCEPT ![p] = IF WakeAfterCommit(p) THEN mine[p] ELSE 0]
     /\ mine'    = [mine EXCEPT ![p] = 0]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table>>
     /\ UNCHANGED <<isBatch, pubAt, pubTo, saw>>
     /\ UNCHANGED queryVars
 
@@ -599,7 +621,7 @@ ReserveBatch(p) ==
     /\ mine'    = [mine EXCEPT ![p] = reserveOffset]
     /\ isBatch' = [isBatch EXCEPT ![p] = TRUE]
     /\ pc'      = [pc EXCEPT ![p] = "batchReserved"]
-    /\ UNCHANGED <<producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<producerOffset, publishedEnd, userConsumer, validated, hdr, table>>
     /\ UNCHANGED <<pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
 
@@ -612,7 +634,7 @@ WriteBatch(p) ==
     /\ pc[p] = "batchReserved"
     /\ hdr' = [s \in Slots |-> IF s \in OwnedSlots(p) THEN "Submitted" ELSE hdr[s]]
     /\ pc'  = [pc EXCEPT ![p] = "batchWritten"]
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, table>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, table>>
     /\ UNCHANGED <<mine, isBatch, pubAt, pubTo, wakeFor, saw>>
     /\ UNCHANGED queryVars
 
@@ -656,7 +678,7 @@ Wake(p) ==
                      /\ UNCHANGED <<q, qhead, cancelReq, cancelable, cancelOwned,
                                     completions, wokeOnLocked>>
          ELSE UNCHANGED queryVars
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table>>
     /\ UNCHANGED <<pubAt, pubTo, saw>>
 
 \* ---- the hostile consumer ----
@@ -664,7 +686,7 @@ Wake(p) ==
 UserWrite(v) ==
     /\ v # userConsumer
     /\ userConsumer' = v
-    /\ UNCHANGED <<reserveOffset, producerOffset, validated, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, validated, hdr, table, prodVars>>
     /\ UNCHANGED queryVars
 
 \* ---- QUERY ----
@@ -689,7 +711,7 @@ QueryStart ==
     /\ q'           = "armed"
     /\ completions' = 0
     /\ UNCHANGED <<cancelOwned, wokeOnLocked>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, hdr, table, prodVars>>
 
 \* Pend with `armed` = a, unless the request was cancelled meanwhile: then
 \* WdfRequestMarkCancelableEx fails and the handler disarms and completes it.
@@ -715,7 +737,7 @@ QueryRecheck ==
          THEN CompleteOn(qhead, completions) /\ UNCHANGED cancelable
          ELSE PendOrCancelled(armed)
     /\ UNCHANGED <<cancelReq, cancelOwned>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table, prodVars>>
 
 \* Bug "lost_wakeup_arm_without_recheck": walk and check the head; if it is
 \* not ready, arm and pend in the next step without looking again.
@@ -730,13 +752,13 @@ QueryStartCheck ==
               /\ completions' = 0
               /\ UNCHANGED <<armed, wokeOnLocked>>
     /\ UNCHANGED <<cancelOwned>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, hdr, table, prodVars>>
 
 QueryArmPend ==
     /\ q = "checked"
     /\ PendOrCancelled(qhead + 1)
     /\ UNCHANGED <<cancelReq, cancelOwned>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table, prodVars>>
 
 \* Cancel arrives.  If the request is cancelable, the framework makes it
 \* not cancelable and hands it to the cancel routine, atomically with
@@ -748,7 +770,7 @@ Cancel ==
     /\ cancelable'  = FALSE
     /\ cancelOwned' = cancelable
     /\ UNCHANGED <<armed, q, qhead, completions, wokeOnLocked>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table, prodVars>>
 
 \* The cancel routine: take the query lock, disarm (Ring::disarm_query),
 \* complete with STATUS_CANCELLED.  It owns the request, so it completes it
@@ -762,7 +784,7 @@ CancelRoutine ==
     /\ qhead'       = 0
     /\ armed'       = 0
     /\ UNCHANGED <<cancelReq, cancelable, wokeOnLocked>>
-    /\ UNCHANGED <<reserveOffset, producerOffset, userConsumer, validated, hdr, table, prodVars>>
+    /\ UNCHANGED <<reserveOffset, producerOffset, publishedEnd, userConsumer, validated, hdr, table, prodVars>>
 
 -----------------------------------------------------------------------------
 ProducerStep(p) ==
@@ -775,6 +797,7 @@ ProducerStep(p) ==
     \/ FallbackWait(p)
     \/ Advance(p)
     \/ Combine(p)
+    \/ StoreEnd(p)
     \/ CheckArmedRange(p)
     \/ LoadArmedEarly(p)
     \/ Submit(p)
@@ -798,6 +821,7 @@ Next ==
     \/ \E p \in Producers : FallbackWait(p)
     \/ \E p \in Producers : Advance(p)
     \/ \E p \in Producers : Combine(p)
+    \/ \E p \in Producers : StoreEnd(p)
     \/ \E p \in Producers : CheckArmedRange(p)
     \/ \E p \in Producers : LoadArmedEarly(p)
     \/ \E p \in Producers : Submit(p)
@@ -831,6 +855,7 @@ Spec == Init /\ [][Next]_vars /\ Fairness
 TypeOK ==
     /\ reserveOffset  \in 0 .. MaxOffset
     /\ producerOffset \in 0 .. MaxOffset
+    /\ publishedEnd   \in 0 .. MaxOffset
     /\ userConsumer   \in Offsets
     /\ validated      \in 0 .. MaxOffset
     /\ hdr            \in [Slots -> HeaderValues]
@@ -906,7 +931,7 @@ OneOwner ==
     /\ \A p \in Producers :
            pc[p] = "advancing" => pubAt[p] = producerOffset /\ pubAt[p] < pubTo[p]
     /\ \A p \in Producers :
-           pc[p] \in {"combining", "checkingRange"} =>
+           pc[p] \in {"combining", "storingEnd", "checkingRange"} =>
                mine[p] < pubTo[p] /\ pubTo[p] <= producerOffset
 
 \* The claims still in their producers' hands, before they offer them.
@@ -954,6 +979,17 @@ QuiescentIsPublished ==
     (\A p \in Producers : pc[p] = "idle") =>
         /\ producerOffset = reserveOffset
         /\ \A i \in TableSlots : table[i] = None
+
+\* PubCheck's test is enough: publishedEnd never runs ahead of the producer
+\* offset (an owner stores it after its Advance, the value it advanced to),
+\* so a producer still before its PubCheck that finds publishedEnd at its
+\* start finds the producer offset there too (the producer offset cannot
+\* pass a claim that is not published, nor offered, yet).
+PublishedEndSound ==
+    /\ publishedEnd <= producerOffset
+    /\ \A p \in Producers :
+           (pc[p] \in {"locked", "batchWritten"} /\ publishedEnd = mine[p]) =>
+               producerOffset = mine[p]
 
 -----------------------------------------------------------------------------
 (* Temporal properties (checked with Spec's fairness) *)

@@ -160,6 +160,7 @@ const MP_INVARIANTS: &[&str] = &[
     "OffersAreFresh",
     "NoClaimLost",
     "QuiescentIsPublished",
+    "PublishedEndSound",
 ];
 
 const MP_PROPERTIES: &[&str] = &["NoLostWakeup", "CancelledQueryCompletes", "ClaimsPublished"];
@@ -175,6 +176,7 @@ const COMBINING_ACTIONS: &[&str] = &[
     "Reclaim",
     "Advance",
     "Combine",
+    "StoreEnd",
     "CheckArmedRange",
 ];
 
