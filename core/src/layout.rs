@@ -192,6 +192,10 @@ pub struct KernelPage {
     /// The attached mapping, its consumer page and the hint walks in progress (see
     /// [`crate::mapping`]).
     pub(crate) mapping: CacheLine<crate::mapping::MappingGate>,
+    /// The end of what the last owner published: a copy of a producer offset it stored,
+    /// stored once per publish after the last of them. `Ring::publish` checks it, not the
+    /// producer offset, whose line the consumer polls (see [`crate::publish`]).
+    pub(crate) published_end: CacheLine<AtomicU64>,
 }
 
 /// The consumer page: mapped read-write into the consumer's process, so untrusted. Each

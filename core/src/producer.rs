@@ -130,6 +130,8 @@ impl<H: Hooks> Ring<H> {
         kernel.dropped.0.store(0, Ordering::Relaxed);
         kernel.discarded.0.store(0, Ordering::Relaxed);
         kernel.consumed.0.store(0, Ordering::Relaxed);
+        // The producer offset's value, stored below: the first claim, at 0, is its owner's.
+        kernel.published_end.0.store(0, Ordering::Relaxed);
         kernel.mapping.0.attached.store(0, Ordering::Relaxed);
         kernel.mapping.0.walkers.store(0, Ordering::Relaxed);
         kernel.mapping.0.last_generation.store(0, Ordering::Relaxed);

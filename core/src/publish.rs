@@ -32,9 +32,14 @@
 //! the producer offset, so no two have the same low start bits, and an offer at a slot is
 //! the claim at an offset only if they match.
 //!
+//! A producer tells whether it is the owner by loading `published_end`, a kernel-page word
+//! each owner stores once it has published (the end it published to), not the producer
+//! offset, whose line the consumer polls: a value that lags behind only sends it down the
+//! offer path, whose recheck reads the producer offset itself (see `publish`).
+//!
 //! Modelled in `models/ring_buffer/RingBufferMP.tla` (`PubCheck`, `Offer`, `Recheck`,
-//! `Reclaim`, `Extend`, `FallbackWait`, `Advance`, `Combine`, `CheckArmedRange`) and loom-tested in
-//! `core/tests/loom.rs` (`loom_offer_*`).
+//! `Reclaim`, `Extend`, `FallbackWait`, `Advance`, `Combine`, `StoreEnd`, `CheckArmedRange`)
+//! and loom-tested in `core/tests/loom.rs` (`loom_offer_*`).
 
 use crate::producer::{Hooks, Ring};
 use crate::record::LOCKED;
@@ -147,11 +152,23 @@ impl<H: Hooks> Ring<H> {
     /// `start`.
     #[inline]
     pub(crate) fn publish(&self, start: u64, end: u64) {
-        let producer_offset = self.placement().data().producer_offset();
-        // Acquire: the producer before us released the headers below `start` with the value
-        // we read. Our release in `advance` is a plain store, which does not continue that
+        let published_end = &self.placement().kernel().published_end.0;
+        // The owner before us stores `published_end` once it has published up to `start`: a
+        // kernel-page word, where the producer offset's line is polled by the consumer and so
+        // a miss here. Equal to `start` is enough: only owners store either word, each the
+        // value it stored in the producer offset just before, so the producer offset is at
+        // `start` or past it; past it only once our claim is published, which takes our own
+        // publish or our offer, and we have made neither. Offsets only grow (64 bits, never
+        // repeat), so an old value never equals a later claim's start. A value that lags (an
+        // owner between its two stores, or two owners' stores landing out of order, a smaller
+        // over a larger) only sends us to `offer`, whose SeqCst recheck of the producer offset
+        // itself finds it at `start` and publishes after all: slower, never wrong.
+        // Acquire: the producer before us released the headers below `start` with its
+        // release stores of the producer offset, and its release store of `published_end`
+        // comes after them in its program order, so acquiring the value we read takes them
+        // too. Our release in `advance` is a plain store, which does not continue that
         // producer's release sequence, so we acquire its headers ourselves to pass them on.
-        if producer_offset.load(Ordering::Acquire) == start {
+        if published_end.load(Ordering::Acquire) == start {
             self.advance(start, end);
         } else if let Some(end) = self.offer(start, end) {
             self.advance(start, end);
@@ -239,6 +256,13 @@ impl<H: Hooks> Ring<H> {
             };
             end += size;
         }
+        // Release: the next claim's producer, which acquires `end` here in `publish`, sees
+        // every header (and payload) below it, as it would by acquiring the producer offset
+        // we stored above, before this store in our program order. (The last SeqCst fence
+        // above, after that store, releases as well, so a Relaxed store would do; Release
+        // says what it is for and costs nothing more on x86.) Not a fence's partner: a load
+        // that misses it goes to `offer`, whose recheck reads the producer offset.
+        kernel.published_end.0.store(end, Ordering::Release);
         // Relaxed: ordered by the last SeqCst fence above.
         let armed = kernel.armed.0.load(Ordering::Relaxed);
         let head = armed.wrapping_sub(1);
