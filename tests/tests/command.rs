@@ -905,12 +905,30 @@ fn bench_json_is_one_object_with_both_tables() {
             "3",
             "--capacity",
             "64K",
+            "--idle-ms",
+            "400",
             "--json",
         ],
     );
     assert!(output.status.success(), "{}", describe(&output));
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON object");
+    // The idle goal (0% CPU with a consumer waiting and no producer) is measured over the
+    // middle half of the wait, for the device's host and the consumer, and judged.
+    let idle = &report["idle"];
+    let seconds = idle["seconds"].as_f64().expect("the window's length");
+    assert!((0.15..1.0).contains(&seconds), "{report}");
+    for side in ["device", "consumer"] {
+        assert!(idle[side]["cpu_us"].as_f64().is_some(), "{side}: {report}");
+        assert!(idle[side]["wakeups"].as_u64().is_some(), "{side}: {report}");
+    }
+    let consumer_woke = idle["consumer"]["wakeups"].as_u64().unwrap();
+    let device_woke = idle["device"]["wakeups"].as_u64().unwrap();
+    assert_eq!(
+        idle["goal_met"].as_bool(),
+        Some(consumer_woke == 0 && device_woke <= 1),
+        "{report}"
+    );
     let throughput = report["throughput"].as_array().expect("throughput rows");
     assert_eq!(throughput.len(), 2);
     for row in throughput {

@@ -33,6 +33,11 @@ pub struct Args {
     /// of in a `ringmap serve` child process.
     #[arg(long)]
     in_process: bool,
+    /// How long the idle measurement waits, in milliseconds: a consumer blocked on the
+    /// mapping's event with no producer, and the CPU time and wake-ups that costs the
+    /// device's host and the consumer over the middle half of the wait (0: not measured).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    idle_ms: u64,
     /// Print one JSON object (the device, both tables, and every rep's rates, sorted) instead
     /// of the tables.
     #[arg(long)]
@@ -49,7 +54,7 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
     #[cfg(target_os = "linux")]
     let dir;
     #[cfg(target_os = "linux")]
-    let (device, _host) = {
+    let (device, host_process) = {
         // Our own directory for the socket, unless --socket names where to listen.
         let path = match socket {
             Some(path) => {
@@ -277,7 +282,56 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
             if met { "met" } else { "NOT met" }
         )?;
     }
+    #[cfg(target_os = "linux")]
+    let idle = (args.idle_ms > 0)
+        .then(|| {
+            idle_usage(
+                &mut mapping,
+                Duration::from_millis(args.idle_ms),
+                &host_process.proc_dir(),
+            )
+        })
+        .transpose()?;
+    // On Windows the driver's time is the system's: not read here.
+    #[cfg(not(target_os = "linux"))]
+    let idle: Option<IdleRep> = None;
+    if table && let Some(idle) = &idle {
+        outln!(
+            "idle: a consumer blocked on the mapping's event, no producer, over {:.2} s: device {}; consumer {}: {} of one core",
+            idle.seconds,
+            format_usage(idle.host),
+            format_usage(idle.consumer),
+            idle.percent_of_a_core()
+                .map_or_else(|| "n/a".to_string(), |percent| format!("{percent:.3}%")),
+        )?;
+        outln!(
+            "idle goal, 0% CPU (issue 11): {}",
+            match idle.goal_met() {
+                Some(true) =>
+                    "met (the consumer did not run; the device ran only its once-a-second housekeeping)",
+                Some(false) => "NOT met (more ran than the device's once-a-second housekeeping)",
+                None => "not judged (the usage is not read here)",
+            }
+        )?;
+    }
     if !table {
+        let usage_json = |usage: Option<Usage>| {
+            usage.map(|usage| {
+                serde_json::json!({
+                    "cpu_us": usage.cpu_ns as f64 / 1000.0,
+                    "wakeups": usage.wakeups,
+                })
+            })
+        };
+        let idle_json = idle.as_ref().map(|idle| {
+            serde_json::json!({
+                "seconds": idle.seconds,
+                "device": usage_json(idle.host),
+                "consumer": usage_json(idle.consumer),
+                "percent_of_a_core": idle.percent_of_a_core(),
+                "goal_met": idle.goal_met(),
+            })
+        });
         let report = serde_json::json!({
             "device": host,
             "capacity": capacity.as_u64(),
@@ -296,6 +350,7 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
                     "peer": peer_cpu_us,
                 },
             },
+            "idle": idle_json,
         });
         outln!("{report}")?;
     }
@@ -486,6 +541,156 @@ fn device_wake_latency(
     })
 }
 
+/// What a thread or a process used over an interval: CPU time, and how often it blocked
+/// and was woken again (voluntary context switches: a preemption is not its doing).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Usage {
+    cpu_ns: u64,
+    wakeups: u64,
+}
+
+#[cfg(target_os = "linux")]
+impl Usage {
+    fn since(self, start: Usage) -> Usage {
+        Usage {
+            cpu_ns: self.cpu_ns.saturating_sub(start.cpu_ns),
+            wakeups: self.wakeups.saturating_sub(start.wakeups),
+        }
+    }
+
+    fn plus(self, other: Usage) -> Usage {
+        Usage {
+            cpu_ns: self.cpu_ns + other.cpu_ns,
+            wakeups: self.wakeups + other.wakeups,
+        }
+    }
+}
+
+/// What the thread at `/proc/PID/task/TID` used so far (`schedstat`'s run time, `status`'s
+/// voluntary context switches); `None` if it has ended or cannot be read.
+#[cfg(target_os = "linux")]
+fn task_usage(task: &std::path::Path) -> Option<Usage> {
+    let schedstat = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    let status = std::fs::read_to_string(task.join("status")).ok()?;
+    let key = "voluntary_ctxt_switches:";
+    let switches = status.lines().find_map(|line| line.strip_prefix(key))?;
+    Some(Usage {
+        cpu_ns: schedstat.split_whitespace().next()?.parse().ok()?,
+        wakeups: switches.trim().parse().ok()?,
+    })
+}
+
+/// The sum of what the threads of the process at `/proc/PID` used so far, but for the
+/// threads numbered in `except`. A thread that ends takes its share with it; the idle
+/// measurement runs with the generator's threads joined, so the set does not change.
+#[cfg(target_os = "linux")]
+fn process_usage(process: &std::path::Path, except: &[u32]) -> Option<Usage> {
+    let mut total = Usage::default();
+    for task in std::fs::read_dir(process.join("task")).ok()? {
+        let task = task.ok()?;
+        let tid = task
+            .file_name()
+            .to_str()
+            .and_then(|tid| tid.parse::<u32>().ok());
+        if tid.is_some_and(|tid| except.contains(&tid)) {
+            continue;
+        }
+        // One that ended meanwhile counts nothing.
+        total = total.plus(task_usage(&task.path()).unwrap_or_default());
+    }
+    Some(total)
+}
+
+/// What an idle consumer costs: the device's host and the waiting thread over the middle
+/// half of a wait with no producer (the wait's own start and end, a QUERY and its cancel,
+/// fall outside it).
+struct IdleRep {
+    /// The window's length.
+    seconds: f64,
+    /// `None`: not read here (the installed driver's time is the system's).
+    host: Option<Usage>,
+    consumer: Option<Usage>,
+}
+
+impl IdleRep {
+    /// The goal (issue 11: 0% CPU with a consumer waiting and no producer): the consumer
+    /// does not run at all, and the host runs only its housekeeping, once a second
+    /// (`ringmap serve` looks for idle connections to close). `None` if not read here.
+    fn goal_met(&self) -> Option<bool> {
+        let (host, consumer) = (self.host?, self.consumer?);
+        Some(consumer.wakeups == 0 && host.wakeups <= self.seconds.ceil() as u64)
+    }
+
+    /// Both CPU times over the window, in percent of one core.
+    fn percent_of_a_core(&self) -> Option<f64> {
+        let total = self.host?.cpu_ns + self.consumer?.cpu_ns;
+        Some(100.0 * total as f64 / 1e9 / self.seconds)
+    }
+}
+
+/// Blocks on the mapping's event for `length` with no producer (the generator is stopped,
+/// and what it left is read first), while a second thread reads what the host's threads
+/// (`host`: `/proc/PID`) and this one used from a quarter to three quarters of the way.
+/// In process, the reading thread and this one are left out of the host's share.
+#[cfg(target_os = "linux")]
+fn idle_usage(
+    mapping: &mut Mapping,
+    length: Duration,
+    host: &std::path::Path,
+) -> Result<IdleRep, CliError> {
+    // What the wake-up measurement left, read, so that the wait below waits.
+    while !mapping.consumer().batch().is_empty() {}
+    let consumer_tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    let consumer_task = std::path::PathBuf::from(format!("/proc/self/task/{consumer_tid}"));
+    let start = Instant::now();
+    let deadline = start + length;
+    let (from, to) = (start + length / 4, start + length * 3 / 4);
+    thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let reader_tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+            let except = [consumer_tid, reader_tid];
+            let read = || Some((process_usage(host, &except)?, task_usage(&consumer_task)?));
+            thread::sleep(from.saturating_duration_since(Instant::now()));
+            let (first, at) = (read(), Instant::now());
+            thread::sleep(to.saturating_duration_since(Instant::now()));
+            let (second, until) = (read(), Instant::now());
+            let seconds = (until - at).as_secs_f64();
+            match first.zip(second) {
+                Some(((host0, consumer0), (host1, consumer1))) => IdleRep {
+                    seconds,
+                    host: Some(host1.since(host0)),
+                    consumer: Some(consumer1.since(consumer0)),
+                },
+                None => IdleRep {
+                    seconds,
+                    host: None,
+                    consumer: None,
+                },
+            }
+        });
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if mapping.wait_ready(Some(left))? && !mapping.consumer().batch().is_empty() {
+                return Err(CliError::msg(
+                    "a record came while the bench measured an idle consumer (is another producer writing to this device?).",
+                ));
+            }
+        }
+        Ok(reader.join().expect("the reading thread does not panic"))
+    })
+}
+
+/// A usage for the idle line: `12 us CPU, 0 wake-ups`, or `n/a`.
+fn format_usage(usage: Option<Usage>) -> String {
+    usage.map_or_else(
+        || "n/a".to_string(),
+        |usage| format!("{} us CPU, {} wake-ups", usage.cpu_ns / 1000, usage.wakeups),
+    )
+}
+
 /// One rep of a wake-up measurement.
 struct WakeRep {
     /// Each wake-up's latency, in nanoseconds, sorted.
@@ -648,11 +853,22 @@ fn paced(samples: u64, mut send: impl FnMut() -> std::io::Result<()>) -> std::io
     Ok(())
 }
 
-/// Where the usersim device runs; kept alive for the bench.
+/// Where the usersim device runs; kept alive for the bench, and asked for its CPU time.
 #[cfg(target_os = "linux")]
 enum Host {
     InProcess(#[expect(dead_code, reason = "kept alive")] ringmap_usersim::Server),
-    Child(#[expect(dead_code, reason = "kept alive")] ChildServer),
+    Child(ChildServer),
+}
+
+#[cfg(target_os = "linux")]
+impl Host {
+    /// Where the host's threads are listed: this process, or the child.
+    fn proc_dir(&self) -> std::path::PathBuf {
+        match self {
+            Host::InProcess(_) => "/proc/self".into(),
+            Host::Child(child) => format!("/proc/{}", child.0.id()).into(),
+        }
+    }
 }
 
 /// `ringmap serve` as a child process; killed on drop, and its socket removed.
