@@ -3,7 +3,7 @@
 //! [`Sim::load`] runs DriverEntry and EvtDriverDeviceAdd; [`Sim::open`] makes a file object;
 //! [`Sim::ioctl`] sends a METHOD_BUFFERED device-control IRP through EvtIoInCallerContext (in
 //! the caller's process) and the default queue (in an arbitrary context); [`Sim::cancel`] is
-//! CancelIoEx (the cancel routine runs on another thread, at DISPATCH_LEVEL);
+//! CancelIoEx (the cancel routine runs on the cancelling thread, at DISPATCH_LEVEL);
 //! [`Sim::close`] is the last CloseHandle (EvtFileCleanup, then EvtFileClose);
 //! [`Sim::unload`] ends the process, removes the device and returns the leak report.
 //!
@@ -172,10 +172,11 @@ fn cancel_request(id: u64) {
         }
     };
     if let Some(routine) = routine {
+        let before = crate::kernel::irql();
         set_irql(DISPATCH_LEVEL as u8);
         // SAFETY: the driver's cancel routine for its cancelable request.
         unsafe { routine(id as WDFREQUEST) };
-        set_irql(0);
+        set_irql(before);
     }
 }
 
@@ -438,16 +439,20 @@ impl Sim {
         }
     }
 
-    /// CancelIoEx: the cancel routine runs on another thread (waited for here).
+    /// CancelIoEx: the cancel routine runs on this thread, before this returns, as the I/O
+    /// manager calls it from IoCancelIrp in the canceller's context. (The cancel routine on
+    /// another thread, racing the driver, is [`Sim::cancel_later`] and
+    /// [`Sim::cancel_before_unmark`].)
     pub fn cancel(&self, irp: &Irp) {
         self.cancel_id(irp.id);
     }
 
     /// CancelIoEx of the request numbered `id` ([`Irp::id`]); nothing if it is completed.
+    /// On this thread: a server that cancels a client's request on its loop starts no thread
+    /// for it.
     pub fn cancel_id(&self, id: u64) {
         let _in = self.enter();
-        let thread = spawn_in_kernel(move || cancel_request(id));
-        let _ = thread.join();
+        cancel_request(id);
     }
 
     /// Random delays (0 to 63 µs) before every request function, as Driver Verifier
