@@ -120,7 +120,7 @@ impl<H: Hooks> Ring<H> {
         let kernel = ring.placement.kernel();
         // Relaxed: nobody shares the ring yet; whatever hands it to other threads or maps it
         // into a consumer orders these stores before their first access.
-        kernel.reserve_offset.0.store(0, Ordering::Relaxed);
+        kernel.claim.0.reserve_offset.store(0, Ordering::Relaxed);
         kernel
             .validated_consumer_offset
             .0
@@ -131,7 +131,7 @@ impl<H: Hooks> Ring<H> {
         kernel.discarded.0.store(0, Ordering::Relaxed);
         kernel.consumed.0.store(0, Ordering::Relaxed);
         // The producer offset's value, stored below: the first claim, at 0, is its owner's.
-        kernel.published_end.0.store(0, Ordering::Relaxed);
+        kernel.claim.0.published_end.store(0, Ordering::Relaxed);
         kernel.mapping.0.attached.store(0, Ordering::Relaxed);
         kernel.mapping.0.walkers.store(0, Ordering::Relaxed);
         kernel.mapping.0.last_generation.store(0, Ordering::Relaxed);
@@ -216,7 +216,7 @@ impl<H: Hooks> Ring<H> {
     pub(crate) fn claim(&self, size: u64, records: u64) -> Result<u64, ReserveError> {
         let capacity = self.capacity().as_u64();
         let kernel = self.placement.kernel();
-        let reserve = &kernel.reserve_offset.0;
+        let reserve = &kernel.claim.0.reserve_offset;
         // Relaxed: the reserve offset only hands out ranges; it guards no data. The bytes of
         // a range are guarded by the validated consumer offset (acquired below) and published
         // by the producer offset.
@@ -266,7 +266,7 @@ impl<H: Hooks> Ring<H> {
         }
         let kernel = self.placement.kernel();
         // Relaxed: see the first load of `reserve` in `claim`.
-        let now = kernel.reserve_offset.0.load(Ordering::Relaxed);
+        let now = kernel.claim.0.reserve_offset.load(Ordering::Relaxed);
         if now != start {
             return Room::Moved {
                 start: now,
@@ -403,8 +403,9 @@ impl<H: Hooks> Ring<H> {
         // Relaxed: a snapshot for statistics.
         self.placement
             .kernel()
-            .reserve_offset
+            .claim
             .0
+            .reserve_offset
             .load(Ordering::Relaxed)
     }
 

@@ -152,7 +152,7 @@ impl<H: Hooks> Ring<H> {
     /// `start`.
     #[inline]
     pub(crate) fn publish(&self, start: u64, end: u64) {
-        let published_end = &self.placement().kernel().published_end.0;
+        let published_end = &self.placement().kernel().claim.0.published_end;
         // The owner before us stores `published_end` once it has published up to `start`: a
         // kernel-page word, where the producer offset's line is polled by the consumer and so
         // a miss here. Equal to `start` is enough: only owners store either word, each the
@@ -246,7 +246,7 @@ impl<H: Hooks> Ring<H> {
             // offer's fence. Relaxed: ordered by the fence above; if this load misses a claim,
             // that claim's compare-and-swap comes after our fence in the fences' total order,
             // so its offer's fence does too, and its load after that sees our store.
-            if kernel.reserve_offset.0.load(Ordering::Relaxed) == end {
+            if kernel.claim.0.reserve_offset.load(Ordering::Relaxed) == end {
                 break;
             }
             // The offer at our end, taken; or nobody's (its producer takes it back, or has
@@ -262,7 +262,7 @@ impl<H: Hooks> Ring<H> {
         // above, after that store, releases as well, so a Relaxed store would do; Release
         // says what it is for and costs nothing more on x86.) Not a fence's partner: a load
         // that misses it goes to `offer`, whose recheck reads the producer offset.
-        kernel.published_end.0.store(end, Ordering::Release);
+        kernel.claim.0.published_end.store(end, Ordering::Release);
         // Relaxed: ordered by the last SeqCst fence above.
         let armed = kernel.armed.0.load(Ordering::Relaxed);
         let head = armed.wrapping_sub(1);
