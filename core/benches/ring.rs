@@ -55,9 +55,11 @@
 //!
 //! `cargo bench -p ringmap-core -- 8B-2p memcpy` runs only the cases whose names contain one
 //! of the words (`ringmap-8B-1p`, `crossbeam-8B-4p`, `wake`, ...; a ratio needs both sides);
-//! `RINGMAP_BENCH_VERBOSE=1` prints every rep. The "cores" column is the CPU time of a run's
-//! threads over its wall time (Linux): near 2, both sides ran at once on the 2-core machines;
-//! near 1, they took turns on one core. Under `cargo test --benches` (`--test`, no `--bench`)
+//! `RINGMAP_BENCH_VERBOSE=1` prints every rep, with how often its consumer found nothing to
+//! take per record (a consumer that keeps up with its producer polls the lines the producer
+//! writes next). The "cores" column is the CPU time of a run's threads over its wall time
+//! (Linux): near 2, both sides ran at once on the 2-core machines; near 1, they took turns on
+//! one core. Under `cargo test --benches` (`--test`, no `--bench`)
 //! every case runs once with few records, as a smoke test.
 
 use std::hint::{black_box, spin_loop};
@@ -111,6 +113,10 @@ struct Run {
     /// CPU time of the run's threads together, where the OS tells (Linux): over `elapsed`,
     /// how many cores the run had.
     cpu: Option<Duration>,
+    /// How often the consumer found nothing to take (its `Backoff` waits), where there is a
+    /// consumer: a consumer that keeps catching up with its producer takes the lines the
+    /// producer writes next away from it at every record (`RINGMAP_BENCH_VERBOSE=1`).
+    empty_polls: Option<u64>,
 }
 
 /// The CPU time of the calling thread so far (Linux: `/proc/thread-self/schedstat`, in ns).
@@ -205,14 +211,15 @@ impl Order {
 }
 
 /// Runs `producers` producer threads (each given its index, returning its full-retry count)
-/// and the consumer (this thread, returning its mismatch count), timing them together.
+/// and the consumer (this thread, returning its mismatch count and how often it found
+/// nothing), timing them together.
 fn timed(
     producers: usize,
     produce: impl Fn(usize) -> u64 + Sync,
-    consume: impl FnOnce() -> u64,
+    consume: impl FnOnce() -> (u64, u64),
 ) -> Run {
     let start = Instant::now();
-    let (full_retries, mismatches, cpu) = thread::scope(|scope| {
+    let (full_retries, (mismatches, empty_polls), cpu) = thread::scope(|scope| {
         let produce = &produce;
         let handles: Vec<_> = (0..producers)
             .map(|p| {
@@ -240,6 +247,7 @@ fn timed(
         elapsed,
         full_retries,
         cpu,
+        empty_polls: Some(empty_polls),
     }
 }
 
@@ -342,7 +350,7 @@ fn run_ringmap(size: usize, producers: usize, records: u64, how: Write) -> Run {
                 empty.reset();
                 seen += got as u64;
             }
-            order.mismatches
+            (order.mismatches, empty.total)
         },
     );
     if how != Write::Batch {
@@ -386,7 +394,7 @@ fn run_rtrb_u64(records: u64) -> Run {
                     Err(_) => empty.wait(),
                 }
             }
-            mismatches
+            (mismatches, empty.total)
         },
     )
 }
@@ -453,7 +461,7 @@ fn run_rtrb_chunks(size: usize, records: u64) -> Run {
                     Err(_) => empty.wait(),
                 }
             }
-            mismatches
+            (mismatches, empty.total)
         },
     )
 }
@@ -492,7 +500,7 @@ fn run_crossbeam(producers: usize, records: u64) -> Run {
                     None => empty.wait(),
                 }
             }
-            order.mismatches
+            (order.mismatches, empty.total)
         },
     )
 }
@@ -518,6 +526,7 @@ fn run_memcpy(size: usize, records: u64) -> Run {
         elapsed,
         full_retries: 0,
         cpu,
+        empty_polls: None,
     }
 }
 
@@ -754,7 +763,8 @@ fn main() {
             cases.push(case);
         }
     }
-    // `RINGMAP_BENCH_VERBOSE=1` prints every rep: which ones ran on two cores at once.
+    // `RINGMAP_BENCH_VERBOSE=1` prints every rep: which ones ran on two cores at once, and
+    // how often each consumer caught up with its producers.
     let verbose = std::env::var_os("RINGMAP_BENCH_VERBOSE").is_some();
     for rep in 0..reps {
         for case in cases.iter_mut().filter(|case| case.skipped.is_none()) {
@@ -764,7 +774,7 @@ fn main() {
             };
             if verbose {
                 println!(
-                    "rep {rep} {}: {}/s, cores {}, waits on full {}",
+                    "rep {rep} {}: {}/s, cores {}, waits on full {}{}",
                     case.name(),
                     si(case.records as f64 / result.elapsed.as_secs_f64()),
                     result.cpu.map_or_else(
@@ -772,6 +782,10 @@ fn main() {
                         |cpu| format!("{:.2}", cpu.as_secs_f64() / result.elapsed.as_secs_f64())
                     ),
                     result.full_retries,
+                    result.empty_polls.map_or_else(String::new, |empty| format!(
+                        ", consumer found nothing {:.3} times per record",
+                        empty as f64 / case.records as f64
+                    )),
                 );
             }
             case.runs.push(result);

@@ -317,7 +317,7 @@ pub(super) fn run_bpf(producers: usize, records: u64) -> Option<Run> {
                 }
             }
             arrived.store(seen, Relaxed);
-            wrong
+            (wrong, empty.total)
         },
     );
     let arrived = arrived.load(Relaxed);
@@ -384,6 +384,7 @@ pub(super) fn run_eventfd_wake(records: u64) -> Option<Run> {
             elapsed: elapsed.mul_f64(records as f64 / (2 * round_trips) as f64),
             full_retries: 0,
             cpu,
+            empty_polls: None,
         })
     }
 }
