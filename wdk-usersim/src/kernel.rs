@@ -4,9 +4,9 @@ use std::alloc::Layout;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::JoinHandle;
 
 use crate::sim::Violation;
 use crate::types::*;
@@ -24,6 +24,8 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     /// A thread made by PsCreateSystemThread.
     pub(crate) static SYSTEM_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// This thread's number for spin-lock ownership ([`thread_number`]; 0: not given yet).
+    static THREAD_NUMBER: Cell<u64> = const { Cell::new(0) };
     /// The simulated kernel this thread runs in (each [`crate::sim::Sim`] has its own; the
     /// threads the kernel starts inherit it).
     pub(crate) static CURRENT: Cell<Option<&'static Mutex<Kernel>>> = const { Cell::new(None) };
@@ -64,7 +66,22 @@ fn level_name(level: u32) -> &'static str {
 pub(crate) struct SpinLock {
     pub(crate) locked: AtomicBool,
     pub(crate) old_irql: AtomicU8,
-    pub(crate) owner: Mutex<Option<ThreadId>>,
+    /// The holder's [`thread_number`], 0 while free: an atomic, not a mutex, since every
+    /// acquire and release reads it (the device's lock is on the wake-up's path).
+    pub(crate) owner: AtomicU64,
+}
+
+/// A number for the calling thread, unique in this process and never 0.
+pub(crate) fn thread_number() -> u64 {
+    /// The last number given.
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    THREAD_NUMBER.with(|number| {
+        if number.get() == 0 {
+            // Relaxed: only uniqueness matters, which the read-modify-write gives.
+            number.set(LAST.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+        number.get()
+    })
 }
 
 /// Who may complete a request.
@@ -518,9 +535,22 @@ thread_local! {
     static RANDOM: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
 }
 
+/// How many kernels have jitter on ([`crate::sim::Sim::jitter`]): while none has, [`jitter`]
+/// returns without taking the kernel's lock, which every request function would otherwise
+/// take once more for it. This counter and the next are test knobs read with Relaxed loads:
+/// a test sets one before it makes the request it is for, so the setting happens before the
+/// read (through whatever hands the request over: a lock, a socket, a thread's start), and
+/// a load that happens after a store cannot see an older value.
+pub(crate) static KERNELS_WITH_JITTER: AtomicUsize = AtomicUsize::new(0);
+
+/// How many requests, in any kernel, have a cancel scheduled before their next Unmark
+/// ([`crate::sim::Sim::cancel_before_unmark`]): while none has, Unmark does not look.
+pub(crate) static SCHEDULED_UNMARK_CANCELS: AtomicUsize = AtomicUsize::new(0);
+
 /// Sleeps 0 to 63 microseconds, pseudo-randomly, if jitter is on.
 pub(crate) fn jitter() {
-    if !kernel().jitter {
+    // Relaxed: see `KERNELS_WITH_JITTER`; the flag itself is read under the kernel's lock.
+    if KERNELS_WITH_JITTER.load(Ordering::Relaxed) == 0 || !kernel().jitter {
         return;
     }
     let value = RANDOM.with(|r| {

@@ -459,7 +459,17 @@ impl Sim {
     /// widens race windows.
     pub fn jitter(&self, on: bool) {
         let _in = self.enter();
-        kernel().jitter = on;
+        let mut k = kernel();
+        if k.jitter != on {
+            k.jitter = on;
+            // Relaxed: read by `jitter` after whatever makes the request that it is for,
+            // which this call happens before (module `kernel`, `KERNELS_WITH_JITTER`).
+            if on {
+                crate::kernel::KERNELS_WITH_JITTER.fetch_add(1, Ordering::Relaxed);
+            } else {
+                crate::kernel::KERNELS_WITH_JITTER.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// CancelIoEx from another thread after `delay` (a test varies it to move the cancel
@@ -477,7 +487,11 @@ impl Sim {
     /// WdfRequestUnmarkCancelable of it (the window the cancel routine can hit).
     pub fn cancel_before_unmark(&self, irp: &Irp) {
         let _in = self.enter();
-        kernel().cancel_before_unmark.insert(irp.id);
+        if kernel().cancel_before_unmark.insert(irp.id) {
+            // Relaxed: the Unmark it is for comes after this call (module `kernel`,
+            // `SCHEDULED_UNMARK_CANCELS`).
+            crate::kernel::SCHEDULED_UNMARK_CANCELS.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The last handle to `file` is closed: EvtFileCleanup, then EvtFileClose.

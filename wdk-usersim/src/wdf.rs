@@ -1,8 +1,8 @@
 //! The WDF functions the driver calls through `call_unsafe_wdf_function_binding!`, KMDF 1.33
 //! semantics for what ringmap uses. Maximum IRQLs are those of Microsoft's documentation.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crate::kernel::{
     Cancel, Device, DeviceInit, Object, SpinLock, check_irql, irql, kernel, set_irql, set_spinning,
@@ -316,7 +316,7 @@ pub unsafe fn WdfSpinLockCreate(
     let id = kernel().insert(Object::SpinLock(Arc::new(SpinLock {
         locked: AtomicBool::new(false),
         old_irql: AtomicU8::new(0),
-        owner: Mutex::new(None),
+        owner: AtomicU64::new(0),
     })));
     // SAFETY: the caller's out-parameter.
     unsafe { *lock = id as WDFSPINLOCK };
@@ -342,8 +342,10 @@ pub unsafe fn WdfSpinLockAcquire(lock: WDFSPINLOCK) {
     let Some(spin) = spin_lock(lock, "WdfSpinLockAcquire") else {
         return;
     };
-    let me = std::thread::current().id();
-    if *spin.owner.lock().unwrap_or_else(|e| e.into_inner()) == Some(me) {
+    let me = crate::kernel::thread_number();
+    // Relaxed: only this thread stores its own number there, so a load that sees it is
+    // this thread's own earlier store (it holds the lock); any other value means it does not.
+    if spin.owner.load(Ordering::Relaxed) == me {
         violate(
             "IRQL",
             "WdfSpinLockAcquire of a spin lock this thread holds (a deadlock on Windows)".into(),
@@ -363,7 +365,9 @@ pub unsafe fn WdfSpinLockAcquire(lock: WDFSPINLOCK) {
         std::thread::yield_now();
     }
     set_spinning(false);
-    *spin.owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
+    // Relaxed: read by this thread (its own store) or, to find that they do not hold it,
+    // by others; the lock's own Acquire and Release order holders.
+    spin.owner.store(me, Ordering::Relaxed);
     // Relaxed: only the holder reads it, and the lock orders holders.
     spin.old_irql.store(old, Ordering::Relaxed);
 }
@@ -381,16 +385,16 @@ pub unsafe fn WdfSpinLockRelease(lock: WDFSPINLOCK) {
             ),
         );
     }
-    let mut owner = spin.owner.lock().unwrap_or_else(|e| e.into_inner());
-    if *owner != Some(std::thread::current().id()) {
+    // Relaxed: as in WdfSpinLockAcquire, only this thread's own store can show its number.
+    if spin.owner.load(Ordering::Relaxed) != crate::kernel::thread_number() {
         violate(
             "IRQL",
             "WdfSpinLockRelease of a spin lock this thread does not hold".into(),
         );
         return;
     }
-    *owner = None;
-    drop(owner);
+    // Relaxed: before the Release store below, which hands the lock on.
+    spin.owner.store(0, Ordering::Relaxed);
     // Relaxed: written by this holder in WdfSpinLockAcquire.
     set_irql(spin.old_irql.load(Ordering::Relaxed));
     // Release: pairs with the Acquire in WdfSpinLockAcquire.
@@ -628,7 +632,15 @@ pub unsafe fn WdfRequestUnmarkCancelable(request: WDFREQUEST) -> NTSTATUS {
     crate::kernel::jitter();
     // A schedule the test picked: the request is cancelled, and its cancel routine runs on
     // another thread, right before this Unmark.
-    let scheduled = kernel().cancel_before_unmark.remove(&(request as u64));
+    // One look at the kernel's table when no schedule is set (Relaxed: see
+    // `SCHEDULED_UNMARK_CANCELS`): this runs on a producer's wake-up, before the event is set.
+    let scheduled = crate::kernel::SCHEDULED_UNMARK_CANCELS.load(Ordering::Relaxed) != 0 && {
+        let removed = kernel().cancel_before_unmark.remove(&(request as u64));
+        if removed {
+            crate::kernel::SCHEDULED_UNMARK_CANCELS.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    };
     if scheduled {
         crate::sim::cancel_now_and_wait(request as u64);
     }
