@@ -301,10 +301,13 @@ impl<P: Platform> Hooks for DeviceCore<P> {
         let query = self.locked(|state| {
             if ring.disarm_query_for(head) {
                 let (_, query) = state.pending.take()?;
-                let query = self.platform.take_query(query)?;
-                // The waiter on the mapping's event wakes now; the request follows.
+                // The waiter on the mapping's event wakes first, before the request is taken
+                // back from its cancel routine: the record it waits for is committed whatever
+                // becomes of the request (if a cancel routine owns it, the request completes
+                // as cancelled and the event is set all the same), and the waiter's wake-up
+                // starts a step earlier. The request's reply follows.
                 state.signal(&self.platform);
-                Some(query)
+                self.platform.take_query(query)
             } else {
                 None
             }

@@ -219,6 +219,36 @@ fn a_cancel_just_before_the_completing_unmark_breaks_no_rule() {
     sim.assert_clean_unload();
 }
 
+/// A producer's wake-up sets the mapping's event before it takes the QUERY back from its
+/// cancel routine, so a cancel that wins the request still leaves the waiter woken: the
+/// record it waits for is committed either way.
+#[test]
+fn a_wake_whose_query_a_cancel_wins_still_sets_the_event() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let waiter = eventfd();
+    let event = sim.insert_user_event(
+        wdk_usersim::sim::TEST_PROCESS,
+        waiter.try_clone().expect("a duplicate"),
+    );
+    assert_eq!(set_event(&sim, file, event), STATUS_SUCCESS);
+    let pending = query(&sim, file, reply.consumer_offset);
+    assert!(pending.result().is_none());
+    sim.cancel_before_unmark(&pending);
+    write(&sim, file, b"wakes the waiter");
+    assert_eq!(
+        pending.wait().0,
+        STATUS_CANCELLED,
+        "the cancel routine owned the request when the wake-up unmarked it"
+    );
+    assert_eq!(take_count(&waiter), 1, "the wake-up set the event");
+    let (code, _) = send(&sim, file, Request::Unmap, &EmptyRequest::new(), 0).wait();
+    assert_eq!(code, STATUS_SUCCESS);
+    close_view(&sim, &reply);
+    sim.close(file);
+    sim.assert_clean_unload();
+}
+
 #[test]
 fn a_query_on_a_cleaned_up_handle_is_refused() {
     let (sim, file) = loaded();
