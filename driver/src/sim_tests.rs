@@ -226,12 +226,7 @@ fn a_cancel_just_before_the_completing_unmark_breaks_no_rule() {
 fn a_wake_whose_query_a_cancel_wins_still_sets_the_event() {
     let (sim, file) = loaded();
     let reply = map(&sim, file);
-    let waiter = eventfd();
-    let event = sim.insert_user_event(
-        wdk_usersim::sim::TEST_PROCESS,
-        waiter.try_clone().expect("a duplicate"),
-    );
-    assert_eq!(set_event(&sim, file, event), STATUS_SUCCESS);
+    let (waiter, _) = given_an_event(&sim, file);
     let pending = query(&sim, file, reply.consumer_offset);
     assert!(pending.result().is_none());
     sim.cancel_before_unmark(&pending);
@@ -487,16 +482,23 @@ fn eventfd() -> std::os::fd::OwnedFd {
     .expect("an eventfd")
 }
 
-#[test]
-fn set_event_references_the_callers_event_which_a_completing_query_sets() {
-    let (sim, file) = loaded();
-    let reply = map(&sim, file);
+/// Gives the mapping of `file` an event of the test process (SET_EVENT): the eventfd behind
+/// it, and the process's handle to it.
+fn given_an_event(sim: &Sim, file: File) -> (std::os::fd::OwnedFd, u64) {
     let waiter = eventfd();
     let event = sim.insert_user_event(
         wdk_usersim::sim::TEST_PROCESS,
         waiter.try_clone().expect("a duplicate"),
     );
-    assert_eq!(set_event(&sim, file, event), STATUS_SUCCESS);
+    assert_eq!(set_event(sim, file, event), STATUS_SUCCESS);
+    (waiter, event)
+}
+
+#[test]
+fn set_event_references_the_callers_event_which_a_completing_query_sets() {
+    let (sim, file) = loaded();
+    let reply = map(&sim, file);
+    let (waiter, event) = given_an_event(&sim, file);
     // The process may close its handle: the driver holds its own reference.
     assert!(sim.close_user_handle(event));
     let pending = query(&sim, file, reply.consumer_offset);
