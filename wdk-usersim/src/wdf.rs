@@ -633,7 +633,8 @@ pub unsafe fn WdfRequestUnmarkCancelable(request: WDFREQUEST) -> NTSTATUS {
     // A schedule the test picked: the request is cancelled, and its cancel routine runs on
     // another thread, right before this Unmark.
     // One look at the kernel's table when no schedule is set (Relaxed: see
-    // `SCHEDULED_UNMARK_CANCELS`): this runs on a producer's wake-up, before the event is set.
+    // `SCHEDULED_UNMARK_CANCELS`): this runs on a producer's wake-up path, under the device's
+    // lock.
     let scheduled = crate::kernel::SCHEDULED_UNMARK_CANCELS.load(Ordering::Relaxed) != 0 && {
         let removed = kernel().cancel_before_unmark.remove(&(request as u64));
         if removed {
