@@ -731,6 +731,7 @@ pub unsafe fn PsCreateSystemThread(
     let join = kernel::spawn_in_kernel(move || {
         let context = context;
         kernel::SYSTEM_THREAD.with(|s| s.set(true));
+        kernel::schedule_as_system_thread();
         set_irql(0);
         // SAFETY: the driver's start routine and context.
         unsafe { start(context.0) };

@@ -873,6 +873,69 @@ mod tests {
         assert!(sim.unload().is_empty());
     }
 
+    /// A system thread runs with the long slice that lets the threads it wakes run first
+    /// (`kernel::SYSTEM_THREAD_SLICE_NS`); other threads keep theirs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_system_thread_runs_with_the_long_slice() {
+        use crate::kernel::{SYSTEM_THREAD_SLICE_NS, current_slice_ns};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        /// The slice the system thread found it had (u64::MAX: it could not tell).
+        static SEEN: AtomicU64 = AtomicU64::new(0);
+        unsafe extern "C" fn start(_context: PVOID) {
+            // Relaxed: read after the thread is waited for, which orders it.
+            SEEN.store(current_slice_ns().unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        // Custom slices for ordinary threads came with Linux 6.12; before, none is taken.
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut numbers = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>());
+        let version = (
+            numbers.next().and_then(Result::ok).unwrap_or(0),
+            numbers.next().and_then(Result::ok).unwrap_or(0),
+        );
+        let sim = Sim::new();
+        let mut handle: HANDLE = core::ptr::null_mut();
+        let mut attributes = OBJECT_ATTRIBUTES {
+            Attributes: OBJ_KERNEL_HANDLE,
+            ..OBJECT_ATTRIBUTES::default()
+        };
+        // SAFETY: the simulated kernel's functions with valid arguments; the thread is
+        // waited for and its handle closed.
+        unsafe {
+            use crate::ntddk::*;
+            assert_eq!(
+                PsCreateSystemThread(
+                    &raw mut handle,
+                    0,
+                    &raw mut attributes,
+                    core::ptr::null_mut(),
+                    core::ptr::null_mut(),
+                    Some(start),
+                    core::ptr::null_mut(),
+                ),
+                0
+            );
+            assert_eq!(ZwWaitForSingleObject(handle, 0, core::ptr::null_mut()), 0);
+            assert_eq!(ZwClose(handle), 0);
+        }
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        assert!(sim.unload().is_empty());
+        let seen = SEEN.load(Ordering::Relaxed);
+        let mine = current_slice_ns();
+        if version >= (6, 12) {
+            assert_eq!(seen, SYSTEM_THREAD_SLICE_NS, "the system thread's slice");
+            assert_ne!(
+                mine,
+                Some(SYSTEM_THREAD_SLICE_NS),
+                "the test thread keeps its own"
+            );
+        } else {
+            assert_ne!(seen, 0, "the system thread ran");
+        }
+    }
+
     #[test]
     fn pool_and_mdls_left_behind_are_in_the_leak_report() {
         let sim = Sim::new();
