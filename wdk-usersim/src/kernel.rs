@@ -75,8 +75,10 @@ pub(crate) struct SpinLock {
 /// (`sched_getattr` reads 1.4 ms for one on our 2-core machines): Linux's EEVDF scheduler
 /// lets a woken thread with a shorter slice preempt the running one (its PREEMPT_SHORT
 /// rule), so a consumer that a system thread wakes (KeSetEvent) runs at once, ahead of the
-/// thread that woke it, as a Windows waiter does with the priority increment KeSetEvent gives
-/// it. With equal slices a thread that has just woken from its timer mostly keeps the
+/// thread that woke it. (The driver sets events with no priority increment, so on Windows
+/// the waiter does not preempt the setter either; the dispatcher runs it on an idle
+/// processor when there is one, which Linux here does not: it wakes it onto the setter's.)
+/// With equal slices a thread that has just woken from its timer mostly keeps the
 /// processor until it sleeps again (measured during `ringmap bench`: the consumer ran first
 /// on 222 of 500 of the generator's wake-ups, and on 485 of 486 with this slice).
 pub(crate) const SYSTEM_THREAD_SLICE_NS: u64 = 10_000_000;
