@@ -80,8 +80,10 @@ pub(crate) struct SpinLock {
 /// processor when there is one, which Linux here does not: it wakes it onto the setter's.)
 /// With equal slices a thread that has just woken from its timer mostly keeps the
 /// processor until it sleeps again (measured during `ringmap bench`: the consumer ran first
-/// on 222 of 500 of the generator's wake-ups, and on 485 of 486 with this slice).
-pub(crate) const SYSTEM_THREAD_SLICE_NS: u64 = 10_000_000;
+/// on 222 of 500 of the generator's wake-ups; on 485 of 486 with a 10 ms slice, and on 499 of
+/// 499 with this one). Not longer: a system thread that produces without pause (GENERATE at
+/// no rate) keeps a processor for up to its slice when other threads want it.
+pub(crate) const SYSTEM_THREAD_SLICE_NS: u64 = 3_000_000;
 
 /// `struct sched_attr` as far as `sched_period` (SCHED_ATTR_SIZE_VER0, 48 bytes).
 #[cfg(target_os = "linux")]
