@@ -270,8 +270,8 @@ pub fn run(socket: Option<&std::path::Path>, args: Args) -> CliResult {
         )?;
         outln!(
             "(cpu/wake: the waiter's own CPU time per wake-up, the device's re-arming QUERY included; \
-             on a shared core, a waiter that runs longer per wake-up is less often run at once \
-             by the next one, which the latency shows)"
+             whether a woken waiter runs at once, ahead of its waker, decides the latency more: \
+             README, Performance)"
         )?;
     }
     if table && let (Some(ratio), Some(met)) = (p50_ratio, wake_goal_met) {
