@@ -611,8 +611,9 @@ thread_local! {
 pub(crate) static KERNELS_WITH_JITTER: AtomicUsize = AtomicUsize::new(0);
 
 /// How many requests, in any kernel, have a cancel scheduled before their next Unmark
-/// ([`crate::sim::Sim::cancel_before_unmark`]): while none has, Unmark does not look. (A
-/// count a dropped kernel leaves behind only costs later Unmarks the look.)
+/// ([`crate::sim::Sim::cancel_before_unmark`]): while none has, Unmark does not look. Both
+/// counts go back down when a dropped `Sim`'s kernel is emptied; one that is not (a thread
+/// still ran in it) only costs later calls the look.
 pub(crate) static SCHEDULED_UNMARK_CANCELS: AtomicUsize = AtomicUsize::new(0);
 
 /// Sleeps 0 to 63 microseconds, pseudo-randomly, if jitter is on.

@@ -211,6 +211,13 @@ impl Drop for Sim {
             let next_id = k.next_id;
             let old = std::mem::take(&mut *k);
             k.next_id = next_id;
+            // The emptied kernel has no jitter and no scheduled cancel: give back the counts
+            // that let request functions skip its lock (Relaxed: see `KERNELS_WITH_JITTER`).
+            if old.jitter {
+                crate::kernel::KERNELS_WITH_JITTER.fetch_sub(1, Ordering::Relaxed);
+            }
+            crate::kernel::SCHEDULED_UNMARK_CANCELS
+                .fetch_sub(old.cancel_before_unmark.len(), Ordering::Relaxed);
             drop(k);
             drop(old);
             FREE_KERNELS
@@ -486,8 +493,13 @@ impl Sim {
     /// A schedule: `irp` is cancelled on another thread right before the driver's next
     /// WdfRequestUnmarkCancelable of it (the window the cancel routine can hit).
     pub fn cancel_before_unmark(&self, irp: &Irp) {
+        self.cancel_before_unmark_of(irp.id);
+    }
+
+    /// [`Sim::cancel_before_unmark`] of the request with id `id`.
+    fn cancel_before_unmark_of(&self, id: u64) {
         let _in = self.enter();
-        if kernel().cancel_before_unmark.insert(irp.id) {
+        if kernel().cancel_before_unmark.insert(id) {
             // Relaxed: the Unmark it is for comes after this call (module `kernel`,
             // `SCHEDULED_UNMARK_CANCELS`).
             crate::kernel::SCHEDULED_UNMARK_CANCELS.fetch_add(1, Ordering::Relaxed);
@@ -934,6 +946,34 @@ mod tests {
         } else {
             assert_ne!(seen, 0, "the system thread ran");
         }
+    }
+
+    /// A kernel emptied when its `Sim` is dropped takes its test knobs with it: the counts
+    /// that let request functions skip the kernel's lock go back down.
+    #[test]
+    fn a_dropped_kernel_gives_back_its_jitter_and_scheduled_cancels() {
+        use crate::kernel::{KERNELS_WITH_JITTER, SCHEDULED_UNMARK_CANCELS};
+        use std::sync::atomic::Ordering;
+        // Relaxed: this thread's own stores and loads (no other test here sets either).
+        let jitter_before = KERNELS_WITH_JITTER.load(Ordering::Relaxed);
+        let cancels_before = SCHEDULED_UNMARK_CANCELS.load(Ordering::Relaxed);
+        let sim = Sim::new();
+        sim.jitter(true);
+        sim.cancel_before_unmark_of(1 << 40);
+        assert_eq!(
+            KERNELS_WITH_JITTER.load(Ordering::Relaxed),
+            jitter_before + 1
+        );
+        assert_eq!(
+            SCHEDULED_UNMARK_CANCELS.load(Ordering::Relaxed),
+            cancels_before + 1
+        );
+        drop(sim);
+        assert_eq!(KERNELS_WITH_JITTER.load(Ordering::Relaxed), jitter_before);
+        assert_eq!(
+            SCHEDULED_UNMARK_CANCELS.load(Ordering::Relaxed),
+            cancels_before
+        );
     }
 
     #[test]
