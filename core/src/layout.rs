@@ -197,10 +197,11 @@ pub struct KernelPage {
 
 /// The words of a claim and its publish, which only producers write (and, but for STATS'
 /// snapshot of the reserve offset, only producers read), on one line: a producer that claims
-/// and then publishes takes one line from the others, not two. Measured (`cargo bench -p ringmap-core -- ringmap-8B crossbeam-8B`, six runs
-/// interleaved with the build that kept them on separate lines): 8 B with one producer went
-/// from 14.2-15.8 to 15.3-16.4 M/s, with two from 11.1-13.6 to 13.6-14.5 M/s; with four it
-/// moved within the noise (8.4-10.0 M/s before and after).
+/// and then publishes takes one line from the others, not two. Measured (`cargo bench -p
+/// ringmap-core -- ringmap-8B crossbeam-8B`, six runs interleaved with the build that kept
+/// them on separate lines): 8 B with one producer went from 14.2-15.8 to 15.3-16.4 M/s, with
+/// two from 11.1-13.6 to 13.6-14.5 M/s; with four it moved within the noise (8.4-10.0 M/s
+/// before and after).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct ClaimLine {
