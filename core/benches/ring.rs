@@ -16,7 +16,10 @@
 //! - **4 KiB, 1 → 1.** `ringmap` as above with 4 KiB payloads; `rtrb` as a `u8` ring, one
 //!   `write_chunk_uninit(4096)` / `read_chunk(4096)` per record with the same copy and check;
 //!   `memcpy`: one thread copying each payload into a 1 MiB destination, cycling (the bound
-//!   for the producer's copy, with no second thread and no handshake).
+//!   for the producer's copy, with no second thread and no handshake). The source payload
+//!   starts half a page into its page and memcpy's destination is page-aligned, as the ring's
+//!   data is, so that no peer's copy is the slow kind of `rep movsb` (`SOURCE_IN_PAGE`); the
+//!   memcpy and rtrb cases assert so.
 //! - **8 B, 2 and 4 producers → 1 consumer.** `ringmap` (one `write` per record),
 //!   `ringmap-batch` (`Ring::write_batch` of 16 records per claim), crossbeam `ArrayQueue`
 //!   with the same producers, and the BPF ringbuf with the same producers. Each producer
@@ -164,9 +167,58 @@ impl Backoff {
     }
 }
 
-/// The producer's source payload: `size` bytes, the sequence number in the first 8.
-fn source(size: usize) -> Vec<u8> {
-    (0..size).map(|i| i as u8).collect()
+/// Where in its page the producers' source payload starts. Half a page away from where
+/// glibc puts the start of a large `Vec` (16 bytes into a page): on some processors (AMD
+/// Zen 3 here) glibc's `memcpy` of 4 KiB, a `rep movsb`, runs about 20 times slower when the
+/// destination starts 8 to 24 bytes past the source modulo 4096 (a destination that aliases
+/// the source's page offset). With the source wherever the heap put it, the memcpy peer and
+/// rtrb landed there in some runs and not in others (4 KiB memcpy at 0.6 M/s against 10 M/s).
+const SOURCE_IN_PAGE: usize = PAGE / 2;
+const PAGE: usize = 4096;
+
+/// A buffer whose first byte lies `in_page` bytes after a page boundary, whatever the heap
+/// gives: a `Vec` with a page to spare, and the offset of the buffer in it.
+struct Placed {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Placed {
+    fn new(len: usize, in_page: usize, fill: impl Fn(usize) -> u8) -> Placed {
+        let mut bytes = vec![0u8; len + PAGE];
+        let start = (PAGE + in_page - bytes.as_ptr() as usize % PAGE) % PAGE;
+        for (i, byte) in bytes[start..start + len].iter_mut().enumerate() {
+            *byte = fill(i);
+        }
+        Placed { bytes, start, len }
+    }
+}
+
+impl std::ops::Deref for Placed {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Placed {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
+}
+
+/// Whether a copy from `src` to `dst` is one of the slow ones (`SOURCE_IN_PAGE`): the
+/// destination less than 64 bytes past the source modulo 4096.
+fn aliases(dst: *const u8, src: *const u8) -> bool {
+    let past = (dst as usize).wrapping_sub(src as usize) % PAGE;
+    (1..64).contains(&past)
+}
+
+/// The producer's source payload: `size` bytes, the sequence number in the first 8, at
+/// `SOURCE_IN_PAGE` in its page.
+fn source(size: usize) -> Placed {
+    Placed::new(size, SOURCE_IN_PAGE, |i| i as u8)
 }
 
 fn first_u64(payload: &[u8]) -> u64 {
@@ -431,7 +483,16 @@ fn run_rtrb_chunks(size: usize, records: u64) -> Run {
                     }
                 };
                 full.reset();
-                copy_into(chunk.as_mut_slices(), &src);
+                let slices = chunk.as_mut_slices();
+                // rtrb's buffer starts where the heap put it and its chunks 4 KiB apart:
+                // every copy is as far from its source as the first (`SOURCE_IN_PAGE`).
+                if seq == 0 {
+                    assert!(
+                        !aliases(slices.0.as_ptr().cast(), src.as_ptr()),
+                        "rtrb's chunks alias the source (SOURCE_IN_PAGE)"
+                    );
+                }
+                copy_into(slices, &src);
                 // SAFETY: `copy_into` initialised every slot of the chunk.
                 unsafe { chunk.commit_all() };
             }
@@ -508,9 +569,15 @@ fn run_crossbeam(producers: usize, records: u64) -> Run {
 /// One thread copying each payload into a ring-sized destination, cycling.
 fn run_memcpy(size: usize, records: u64) -> Run {
     let mut src = source(size);
-    // Written once first, so that page faults stay out of the timing.
-    let mut dst = vec![1u8; RING_BYTES];
+    // Written once first, so that page faults stay out of the timing; page-aligned, as the
+    // ring's data is.
+    let mut dst = Placed::new(RING_BYTES, 0, |_| 1);
     let slots = RING_BYTES / size;
+    // Every copy's destination is this far past the source modulo 4096 (`size` divides it).
+    assert!(
+        !aliases(dst.as_ptr(), src.as_ptr()),
+        "memcpy's destination aliases its source (SOURCE_IN_PAGE)"
+    );
     let cpu = thread_cpu();
     let start = Instant::now();
     for seq in 0..records {
