@@ -13,7 +13,8 @@
 //!   Peers: `rtrb` 0.3 (`push` / `pop` of a `u64`, 1 MiB of slots) and crossbeam's
 //!   `ArrayQueue` (`push` / `pop` of a `u64`, as many slots as the ring holds records), and
 //!   the Linux BPF ringbuf (below).
-//! - **4 KiB, 1 → 1.** `ringmap` as above with 4 KiB payloads; `rtrb` as a `u8` ring, one
+//! - **4 KiB, 1 → 1.** `ringmap` as above with 4 KiB payloads, and `ringmap-batch`
+//!   (`Ring::write_batch` of 16 such records per claim, 64 KiB); `rtrb` as a `u8` ring, one
 //!   `write_chunk_uninit(4096)` / `read_chunk(4096)` per record with the same copy and check;
 //!   `memcpy`: one thread copying each payload into a 1 MiB destination, cycling (the bound
 //!   for the producer's copy, with no second thread and no handshake). The source payload
@@ -343,12 +344,12 @@ fn run_ringmap(size: usize, producers: usize, records: u64, how: Write) -> Run {
         |p| {
             let mut full = Backoff::default();
             if how == Write::Batch {
-                let mut values = [[0u8; 8]; BATCH];
+                let mut values: Vec<Placed> = (0..BATCH).map(|_| source(size)).collect();
                 let mut seq = 0;
                 while seq < share {
                     let n = (share - seq).min(BATCH as u64) as usize;
                     for (i, value) in values[..n].iter_mut().enumerate() {
-                        *value = tagged(p, seq + i as u64).to_le_bytes();
+                        value[..8].copy_from_slice(&tagged(p, seq + i as u64).to_le_bytes());
                     }
                     let payloads: [&[u8]; BATCH] = std::array::from_fn(|i| &values[i][..]);
                     loop {
@@ -721,7 +722,7 @@ const GROUPS: &[Group] = &[
         title: "4 KiB, 1 producer -> 1 consumer (bytes/s = records/s x 4096)",
         size: 4096,
         producers: 1,
-        ours: &[Kind::Ringmap, Kind::RingmapReserve],
+        ours: &[Kind::Ringmap, Kind::RingmapReserve, Kind::RingmapBatch],
         peers: &[(Kind::Memcpy, 0.7), (Kind::Rtrb, 1.0)],
     },
     Group {
